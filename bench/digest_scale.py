@@ -1,0 +1,245 @@
+# ruff: noqa: E501
+"""Digest at scale (SPEC §17): 1,000 groups x 200 members x 28 days of synthetic activity, then
+the time to compute every group's risk levels and digest, on SQLite and PostgreSQL, side by side.
+
+    .venv/bin/python bench/digest_scale.py [--pg-url URL] [--groups 1000] [--members 200]
+
+PostgreSQL: ``--pg-url`` or ``COHORTBOT_TEST_POSTGRES_URL``; a fresh schema is created and
+dropped. Rows are inserted in bulk directly (executemany / COPY), not through the pipeline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sqlalchemy import create_engine, text
+
+from bot.config import parse_settings
+from bot.radar import evaluate
+from handlers.digest import group_digests, split_markdown
+from storage.db import Database
+from storage.roster import sync_config
+
+DAYS = 28
+START = date(2026, 11, 2)
+TODAY = START + timedelta(days=DAYS - 1)
+
+
+def config(url: str, groups: int) -> dict[str, Any]:
+    return {
+        "database": {"url": url},
+        "cohorts": [
+            {
+                "id": "bench",
+                "course": "规模测试营",
+                "start_date": START.isoformat(),
+                "length_days": DAYS,
+                "groups": [
+                    {"chat_id": f"wr{g:05d}", "name": f"{g}班", "teachers": [f"t{g % 50}"]}
+                    for g in range(groups)
+                ],
+            }
+        ],
+    }
+
+
+def synth(
+    groups: int, members: int
+) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """Members, memberships and counter rows (personas: steady, fading, silent, irregular)."""
+    rnd = random.Random(7)
+    joined = datetime(2026, 11, 1, 12, tzinfo=UTC)
+    mem, ships, counters = [], [], []
+    for g in range(groups):
+        chat = f"wr{g:05d}"
+        for m in range(members):
+            mid = f"wm{g:05d}{m:04d}"
+            mem.append((mid, f"学员{g}-{m}", "external", f"t{g % 50}", joined))
+            persona = rnd.random()
+            last = None
+            for d in range(DAYS):
+                if persona < 0.6:
+                    p = 0.9
+                elif persona < 0.8:
+                    p = 0.9 if d < 10 else 0.15
+                elif persona < 0.9:
+                    p = 0.0
+                else:
+                    p = 0.5
+                if rnd.random() < p:
+                    day = START + timedelta(days=d)
+                    at = datetime(day.year, day.month, day.day, 12, tzinfo=UTC)
+                    msgs = rnd.randint(1, 8)
+                    counters.append(
+                        (
+                            chat,
+                            mid,
+                            day,
+                            msgs,
+                            msgs * rnd.randint(5, 40),
+                            1 if rnd.random() < 0.85 else 0,
+                            0,
+                            rnd.randint(0, 1),
+                            0,
+                            0,
+                            at,
+                            at,
+                        )
+                    )
+                    last = at
+            ships.append((chat, mid, joined, last, last, 1 if persona < 0.8 else 0))
+    return mem, ships, counters
+
+
+COUNTER_COLS = "chat_id, member_id, day, messages, chars, checkins, homework, reviews_given, reviews_received, commands, first_at, last_at"
+
+
+def load_sqlite(db: Database, data: tuple[list[Any], list[Any], list[Any]]) -> None:
+    mem, ships, counters = data
+    raw = db.engine.raw_connection()
+    try:
+        cur = raw.cursor()
+        iso = lambda v: v.replace(tzinfo=None).isoformat(sep=" ") if isinstance(v, datetime) else v  # noqa: E731
+        cur.executemany(
+            "INSERT INTO member (id, name, kind, owner_userid, created_at) VALUES (?,?,?,?,?)",
+            [tuple(iso(x) for x in r) for r in mem],
+        )
+        cur.executemany(
+            "INSERT INTO membership (chat_id, member_id, joined_at, first_message_at, last_seen_at, days_active, intro_done_at) "
+            "VALUES (?,?,?,?,?,0,CASE WHEN ? THEN '2026-11-02 01:00:00' END)",
+            [tuple(iso(x) for x in r) for r in ships],
+        )
+        cur.executemany(
+            f"INSERT INTO daily_counter ({COUNTER_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            [
+                tuple(
+                    iso(x) if not isinstance(x, date) or isinstance(x, datetime) else x.isoformat()
+                    for x in r
+                )
+                for r in counters
+            ],
+        )
+        raw.commit()
+    finally:
+        raw.close()
+
+
+def load_pg(db: Database, data: tuple[list[Any], list[Any], list[Any]]) -> None:
+    mem, ships, counters = data
+    raw = db.engine.raw_connection()
+    try:
+        cur = raw.cursor()
+        with cur.copy("COPY member (id, name, kind, owner_userid, created_at) FROM STDIN") as cp:  # type: ignore[attr-defined]
+            for r in mem:
+                cp.write_row(r)
+        intro = datetime(2026, 11, 2, 1, tzinfo=UTC)
+        with cur.copy(
+            "COPY membership (chat_id, member_id, joined_at, first_message_at, last_seen_at, days_active, intro_done_at) FROM STDIN"
+        ) as cp:  # type: ignore[attr-defined]
+            for c, m, j, f, ls, i in ships:
+                cp.write_row((c, m, j, f, ls, 0, intro if i else None))
+        with cur.copy(f"COPY daily_counter ({COUNTER_COLS}) FROM STDIN") as cp:  # type: ignore[attr-defined]
+            for r in counters:
+                cp.write_row(r)
+        raw.commit()
+        cur.execute("ANALYZE")
+        raw.commit()
+    finally:
+        raw.close()
+
+
+def run(name: str, url: str, data: Any, groups: int) -> dict[str, float]:
+    settings = parse_settings(config(url, groups), env={})
+    db = Database(url)
+    db.upgrade()
+    with db.unit_of_work_sync() as uow:
+        sync_config(uow.session, settings)
+    t0 = time.perf_counter()
+    (load_sqlite if db.dialect == "sqlite" else load_pg)(db, data)
+    load_s = time.perf_counter() - t0
+    cohort = settings.cohort("bench")
+    chat_ids = [g.chat_id for g in cohort.groups]
+    out: dict[str, float] = {"load_s": load_s}
+    with db.unit_of_work_sync() as uow:
+        t0 = time.perf_counter()
+        radar = evaluate(uow.session, settings, cohort, chat_ids, TODAY, persist=False)
+        out["radar_s"] = time.perf_counter() - t0
+        out["flagged"] = sum(len(g.flagged) for g in radar.values())
+        uow.rollback()
+    with db.unit_of_work_sync() as uow:
+        t0 = time.perf_counter()
+        digests = group_digests(uow.session, settings, cohort, chat_ids, TODAY, persist=True)
+        parts = sum(len(split_markdown(t)) for t in digests.values())
+        out["digest_s"] = time.perf_counter() - t0
+        out["parts"] = parts
+    db.dispose()
+    print(f"  {name}: done", file=sys.stderr)
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--pg-url", default=os.environ.get("COHORTBOT_TEST_POSTGRES_URL"))
+    ap.add_argument("--groups", type=int, default=1000)
+    ap.add_argument("--members", type=int, default=200)
+    args = ap.parse_args()
+    t0 = time.perf_counter()
+    data = synth(args.groups, args.members)
+    print(
+        f"synthetic: {len(data[0])} members, {len(data[2])} counter rows "
+        f"({time.perf_counter() - t0:.1f} s)",
+        file=sys.stderr,
+    )
+    results: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        results["sqlite"] = run("sqlite", f"sqlite:///{tmp}/bench.db", data, args.groups)
+    if args.pg_url:
+        schema = f"bench_{uuid.uuid4().hex[:8]}"
+        admin = create_engine(args.pg_url.replace("postgresql://", "postgresql+psycopg://", 1))
+        with admin.begin() as conn:
+            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+        sep = "&" if "?" in args.pg_url else "?"
+        try:
+            results["postgresql"] = run(
+                "postgresql",
+                f"{args.pg_url}{sep}options=-csearch_path%3D{schema}",
+                data,
+                args.groups,
+            )
+        finally:
+            with admin.begin() as conn:
+                conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+            admin.dispose()
+    names = list(results)
+    print(f"digest_scale: {args.groups} groups x {args.members} members x {DAYS} days")
+    print(f"{'':28}" + "".join(f"{n:>14}" for n in names))
+    for key, label in (
+        ("load_s", "bulk load (s)"),
+        ("radar_s", "risk levels, all groups (s)"),
+        ("digest_s", "digests + risk, all groups (s)"),
+        ("flagged", "flagged learners"),
+        ("parts", "markdown messages"),
+    ):
+        print(
+            f"{label:28}"
+            + "".join(
+                f"{results[n][key]:>14.2f}" if key.endswith("_s") else f"{int(results[n][key]):>14}"
+                for n in names
+            )
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

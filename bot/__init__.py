@@ -1,0 +1,1 @@
+"""cohortbot runtime: config, clock, the typed update, dispatching, doors in and out, CLI."""

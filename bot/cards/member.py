@@ -1,0 +1,117 @@
+"""A member's current card: gathering the numbers from storage into :class:`CardData`.
+
+``member_card`` is what ``cohortbot card`` calls; :func:`card_for` is the pipeline's card renderer
+(the ``我的`` command and the milestone congratulation send its image).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from datetime import date
+
+from sqlalchemy.orm import Session
+
+from bot.cards.fonts import CardFont, FontNotFoundError, find_font
+from bot.cards.render import CardData, RenderedCard, render_card
+from bot.clock import learning_day
+from bot.config import CohortSettings, Settings
+from bot.context import Context
+from scripts_library import mentor
+from storage import activity, checkins, milestones, points, roster
+
+log = logging.getLogger(__name__)
+
+
+def points_for(session: Session, cohort_id: str, member_id: str) -> int:
+    """The member's points balance in the cohort (the ledger's sum)."""
+    return points.balance(session, cohort_id, member_id)
+
+
+def milestones_for(
+    session: Session, cohort: CohortSettings, member_id: str
+) -> tuple[int | None, int | None]:
+    """(highest milestone awarded, the next milestone day after it)."""
+    awarded = [b.milestone for b in milestones.of_member(session, cohort.id, member_id)]
+    reached = max(awarded, default=None)
+    ahead = [m for m in cohort.milestone_days if reached is None or m > reached]
+    return reached, (ahead[0] if ahead else None)
+
+
+def slogan_of(settings: Settings, cohort: CohortSettings) -> str:
+    return cohort.slogan or settings.cards.default_slogan
+
+
+def card_data(
+    session: Session, settings: Settings, cohort: CohortSettings, member_id: str, today: date
+) -> CardData:
+    """The numbers on ``member_id``'s card as of the learning day ``today``."""
+    name = roster.names(session, [member_id])[member_id]
+    days = [c.day for c in checkins.of_member(session, cohort.id, member_id)]
+    streak = checkins.streak_of(days, today)
+    reviews = activity.member_sum(
+        session, [g.chat_id for g in cohort.groups], member_id, "reviews_given"
+    )
+    points = points_for(session, cohort.id, member_id)
+    reached, upcoming = milestones_for(session, cohort, member_id)
+    cohort_day = cohort.cohort_day(today)
+    message = mentor.choose(
+        {
+            "name": name,
+            "course": cohort.course,
+            "day": max(cohort_day, 1),
+            "streak": streak.current,
+            "total": streak.total,
+            "reviews": reviews,
+            "points": points,
+        },
+        seed=f"{cohort.id}:{member_id}:{today.isoformat()}",
+    )
+    return CardData(
+        name=name,
+        course=cohort.course,
+        day=today,
+        cohort_day=cohort_day,
+        cohort_length=cohort.length_days,
+        streak=streak.current,
+        total_checkins=streak.total,
+        reviews_given=reviews,
+        points=points,
+        mentor_message=message,
+        slogan=slogan_of(settings, cohort),
+        milestone_day=reached,
+        next_milestone_day=upcoming,
+    )
+
+
+def card_font(settings: Settings) -> CardFont:
+    """The configured or system CJK font (raises :class:`FontNotFoundError` without one)."""
+    return find_font(settings.cards.font_path)
+
+
+def render_member_card(
+    session: Session, settings: Settings, cohort: CohortSettings, member_id: str, today: date
+) -> RenderedCard:
+    """Render ``member_id``'s current card."""
+    data = card_data(session, settings, cohort, member_id, today)
+    return render_card(data, card_font(settings))
+
+
+def member_card(
+    session: Session, settings: Settings, cohort: CohortSettings, member_id: str, today: date
+) -> bytes:
+    """The member's current card as PNG bytes (for ``Outbound(kind=Kind.IMAGE, image=...)``)."""
+    return render_member_card(session, settings, cohort, member_id, today).png
+
+
+def card_for(ctx: Context, kind: str, fields: Mapping[str, object]) -> bytes | None:
+    """The pipeline's :data:`bot.context.CardRenderer`: the member's current card, or None (text
+    only) when no CJK font is installed. ``kind`` ("progress", "milestone") does not change the
+    card: a milestone card is the current card, which shows the new badge."""
+    cohort = ctx.cohort if ctx.cohort is not None else ctx.settings.cohort(str(fields["cohort_id"]))
+    today = ctx.facts.day or learning_day(ctx.clock.now(), cohort.timezone, cohort.day_start_hour)
+    try:
+        return member_card(ctx.session, ctx.settings, cohort, str(fields["member_id"]), today)
+    except FontNotFoundError as exc:
+        log.warning("card for %s not drawn (%s): %s", fields.get("member_id"), kind, exc)
+        return None

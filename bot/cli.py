@@ -1,0 +1,491 @@
+"""The ``cohortbot`` command line (SPEC §15): one function per subcommand, registered in
+:func:`build_parser`. Config problems print one line and exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from bot import logs
+from bot.app import App
+from bot.clock import SystemClock, learning_day
+from bot.config import ConfigError, Settings, load_settings
+
+CONFIG_ENV = "COHORTBOT_CONFIG"
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    path = args.config or os.environ.get(CONFIG_ENV) or "config.toml"
+    return load_settings(path)
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    app = App.open(settings)
+    app.close()
+    print(f"数据库已是最新结构：{_safe_url(settings.database_url)}")
+    return 0
+
+
+def cmd_db_purge(args: argparse.Namespace) -> int:
+    from bot.maintenance import purge_old_text
+
+    settings = _settings(args)
+    with _opened(settings) as app:
+        result = purge_old_text(app.db, settings, app.clock)
+    print(
+        f"已清除 {settings.message_retention_days} 天前的消息正文：{result.messages} 条消息，"
+        f"{result.payloads} 条原始事件"
+    )
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from bot.importer import import_file
+
+    settings = _settings(args)
+    app = App.open(settings)
+    try:
+        report = asyncio.run(import_file(app, args.file))
+    except OSError as exc:
+        print(f"无法读取 {args.file}：{exc.strerror}", file=sys.stderr)
+        return 1
+    finally:
+        app.close()
+    for number, reason in report.errors:
+        print(f"{args.file}:{number}: {reason}", file=sys.stderr)
+    print(report.summary())
+    return 1 if report.errors else 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from bot.report import activity_report
+
+    settings = _settings(args)
+    with _opened(settings) as app:
+        now = SystemClock().now()
+        today = {c.id: learning_day(now, c.timezone, c.day_start_hour) for c in settings.cohorts}
+        with app.db.session() as session:
+            print(activity_report(session, settings, today))
+    return 0
+
+
+def cmd_card(args: argparse.Namespace) -> int:
+    from bot.cards.fonts import FontNotFoundError
+    from bot.cards.member import member_card
+
+    settings = _settings(args)
+    try:
+        cohort = settings.cohort(args.cohort)
+    except KeyError:
+        print(f"没有这个训练营 unknown cohort: {args.cohort}", file=sys.stderr)
+        return 2
+    out = (
+        Path(args.out)
+        if args.out
+        else settings.data_dir / "cards" / f"{cohort.id}-{args.member}.png"
+    )
+    app = App.open(settings)
+    try:
+        today = learning_day(SystemClock().now(), cohort.timezone, cohort.day_start_hour)
+        with app.db.session() as session:
+            png = member_card(session, settings, cohort, args.member, today)
+    except FontNotFoundError as exc:
+        print(f"无法生成学习证据卡：{exc}", file=sys.stderr)
+        return 1
+    finally:
+        app.close()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(png)
+    print(f"学习证据卡已保存：{out}（{len(png) // 1024} KB）")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from bot.demo import run_demo
+
+    return run_demo(Path(args.data_dir))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from bot.cards.member import card_for
+    from bot.server import serve
+    from bot.wecom.sender import OutboxSender
+
+    settings = _settings(args)
+    clock = SystemClock()
+    # Everything handlers send goes through the persistent outbox; the server delivers it.
+    app = App.open(
+        settings, clock=clock, sender=OutboxSender(settings, clock), card_renderer=card_for
+    )
+    host = args.host or settings.server.host
+    port = settings.server.port if args.port is None else args.port
+    try:
+        asyncio.run(serve(app, host, port))
+    finally:
+        app.close()
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from bot.simulate import simulate
+
+    return simulate(args)
+
+
+def cmd_roster_seed(args: argparse.Namespace) -> int:
+    from bot.wecom.api import client_from_settings
+    from bot.wecom.roster_seed import SeedReport, seed_rosters
+
+    settings = _settings(args)
+    clock = SystemClock()
+    api = client_from_settings(settings, clock)
+    app = App.open(settings, clock=clock)
+
+    async def seed() -> SeedReport:
+        try:
+            return await seed_rosters(settings, app.db, api, clock, force=args.force)
+        finally:
+            await api.close()
+
+    try:
+        report = asyncio.run(seed())
+    finally:
+        app.close()
+    print(report.summary())
+    return 1 if report.errors else 0
+
+
+def cmd_outbox_deliver(args: argparse.Namespace) -> int:
+    import signal
+
+    from bot.wecom.api import client_from_settings
+    from bot.wecom.delivery import DeliveryReport, DeliveryWorker
+    from bot.wecom.sender import OutboxSender
+
+    settings = _settings(args)
+    clock = SystemClock()
+    api = client_from_settings(settings, clock)
+    app = App.open(settings, clock=clock, sender=OutboxSender(settings, clock))
+    worker = DeliveryWorker(settings, app.db, api, clock, batch=args.batch)
+
+    async def deliver() -> DeliveryReport:
+        total = DeliveryReport()
+        try:
+            if not args.drain:
+                stop = asyncio.Event()
+                loop = asyncio.get_running_loop()
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.add_signal_handler(sig, stop.set)
+                await worker.run(stop, args.interval)
+                return total
+            while True:  # until a round finds nothing due
+                report = await worker.deliver_due()
+                total.sent += report.sent
+                total.retried += report.retried
+                total.deferred += report.deferred
+                total.failed += report.failed
+                if not (report.sent or report.retried or report.deferred or report.failed):
+                    return total
+        finally:
+            await api.close()
+
+    try:
+        total = asyncio.run(deliver())
+    finally:
+        app.close()
+    print(
+        f"已发送 {total.sent}，稍后重试 {total.retried}，"
+        f"限流顺延 {total.deferred}，失败 {total.failed}"
+    )
+    return 0
+
+
+def cmd_outbox_status(args: argparse.Namespace) -> int:
+    from storage import outbox
+
+    settings = _settings(args)
+    with _opened(settings) as app, app.db.session() as session:
+        counts = outbox.status_counts(session)
+    for status in (outbox.PENDING, outbox.SENDING, outbox.SENT, outbox.FAILED):
+        print(f"{status}\t{counts.get(status, 0)}")
+    return 0
+
+
+def cmd_export_points(args: argparse.Namespace) -> int:
+    from bot.exports import write_points_csv
+
+    settings = _settings(args)
+    try:
+        settings.cohort(args.cohort)
+    except KeyError:
+        print(f"没有这个训练营：{args.cohort}", file=sys.stderr)
+        return 2
+    with _opened(settings) as app, app.db.session() as session:
+        if args.csv and args.csv != "-":
+            with open(args.csv, "w", encoding="utf-8-sig", newline="") as out:
+                rows = write_points_csv(session, args.cohort, out, entries=args.entries)
+            print(f"已导出 {rows} 行到 {args.csv}")
+        else:
+            write_points_csv(session, args.cohort, sys.stdout, entries=args.entries)
+    return 0
+
+
+def cmd_scripts_lint(args: argparse.Namespace) -> int:
+    """Check the nudge scripts: placeholders, byte limits, coverage (SPEC §8)."""
+    from scripts_library import nudges
+
+    directory = Path(args.dir) if args.dir else None
+    scripts = nudges.load(directory)
+    problems = nudges.lint(scripts)
+    for line in problems:
+        print(line, file=sys.stderr)
+    scenarios = len({s.scenario for s in scripts})
+    print(f"{len(scripts)} 套话术，{scenarios} 个场景，{len(problems)} 个问题")
+    return 1 if problems else 0
+
+
+def cmd_digest(args: argparse.Namespace) -> int:
+    """Print a group's teacher digest for a learning day (nothing is written)."""
+    from datetime import date
+
+    from handlers.digest import group_digests, split_markdown
+
+    settings = _settings(args)
+    cohort = settings.cohort_of(args.group)
+    if cohort is None:
+        print(f"没有配置群 {args.group}", file=sys.stderr)
+        return 2
+    try:
+        day = (
+            date.fromisoformat(args.date)
+            if args.date
+            else learning_day(SystemClock().now(), cohort.timezone, cohort.day_start_hour)
+        )
+    except ValueError:
+        print(f"日期格式应为 YYYY-MM-DD：{args.date}", file=sys.stderr)
+        return 2
+    with _opened(settings) as app, app.db.unit_of_work_sync() as uow:
+        text = group_digests(uow.session, settings, cohort, [args.group], day, persist=False)
+        parts = split_markdown(text[args.group])
+        uow.rollback()
+    print("\n\n---\n\n".join(parts))
+    return 0
+
+
+def cmd_import_progress(args: argparse.Namespace) -> int:
+    """Import course progress: CSV rows of learner id, completion rate, homework rate."""
+    from handlers.progress import import_progress
+
+    settings = _settings(args)
+    app = App.open(settings)
+    try:
+        with (
+            open(args.file, encoding="utf-8-sig", newline="") as fh,
+            app.db.unit_of_work_sync() as uow,
+        ):
+            imported, errors = import_progress(uow.session, fh, SystemClock().now())
+    except OSError as exc:
+        print(f"无法读取 {args.file}：{exc.strerror}", file=sys.stderr)
+        return 1
+    finally:
+        app.close()
+    for number, reason in errors:
+        print(f"{args.file}:{number}: {reason}", file=sys.stderr)
+    print(f"导入 {imported} 行，{len(errors)} 行有问题")
+    return 1 if errors else 0
+
+
+def cmd_export_nudges(args: argparse.Namespace) -> int:
+    """Every nudge with its outcome, then success rates per script and per stage (CSV)."""
+    import csv
+
+    from storage import nudges
+
+    settings = _settings(args)
+    app = App.open(settings)
+    out = open(args.csv, "w", encoding="utf-8", newline="") if args.csv else sys.stdout  # noqa: SIM115
+    try:
+        with app.db.session() as session:
+            rows = nudges.all_sent(session, args.cohort)
+            by_script, by_stage = nudges.success_rates(session)
+        writer = csv.writer(out)
+        writer.writerow(
+            [
+                "id",
+                "cohort",
+                "group",
+                "member",
+                "day",
+                "stage",
+                "level",
+                "scenario",
+                "script",
+                "variant",
+                "route",
+                "status",
+                "sent_at",
+                "worked",
+                "signals",
+            ]
+        )
+        for n in rows:
+            writer.writerow(
+                [
+                    n.id,
+                    n.cohort_id,
+                    n.chat_id,
+                    n.member_id,
+                    n.day,
+                    n.stage,
+                    n.level,
+                    n.scenario,
+                    n.script_id,
+                    n.variant,
+                    n.route,
+                    n.status,
+                    n.sent_at.isoformat() if n.sent_at else "",
+                    "" if n.worked is None else int(n.worked),
+                    n.signals,
+                ]
+            )
+        writer.writerow([])
+        writer.writerow(["rate_by", "key", "worked", "settled", "success_rate"])
+        for label, table in (("script", by_script), ("stage", by_stage)):
+            for key, (worked, settled) in sorted(table.items()):
+                writer.writerow([label, key, worked, settled, f"{worked / settled:.3f}"])
+    finally:
+        if out is not sys.stdout:
+            out.close()
+        app.close()
+    return 0
+
+
+@contextmanager
+def _opened(settings: Settings) -> Iterator[App]:
+    """The app on the configured database (migrated), closed afterwards."""
+    app = App.open(settings)
+    try:
+        yield app
+    finally:
+        app.close()
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cohortbot", description="企业微信训练营社群机器人")
+    parser.add_argument("--config", help=f"config file (default: ${CONFIG_ENV} or ./config.toml)")
+    parser.add_argument("--log-level", default="WARNING")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    db = sub.add_parser("db", help="database maintenance")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    db_sub.add_parser("upgrade", help="apply schema migrations").set_defaults(func=cmd_db_upgrade)
+    db_sub.add_parser(
+        "purge", help="blank message text older than the retention period"
+    ).set_defaults(func=cmd_db_purge)
+
+    imp = sub.add_parser("import", help="import archive JSON lines (idempotent)")
+    imp.add_argument("file")
+    imp.set_defaults(func=cmd_import)
+
+    sub.add_parser("report", help="print per-group activity and streaks").set_defaults(
+        func=cmd_report
+    )
+
+    card = sub.add_parser("card", help="write a member's learning-evidence card (PNG)")
+    card.add_argument("--member", required=True, help="member id")
+    card.add_argument("--cohort", required=True, help="cohort id")
+    card.add_argument("--out", help="output file (default: <data_dir>/cards/<cohort>-<member>.png)")
+    card.set_defaults(func=cmd_card)
+    run = sub.add_parser("run", help="serve the WeCom callbacks and process the inbox")
+    run.add_argument("--host", help="listen address (default: [server].host)")
+    run.add_argument("--port", type=int, help="listen port (default: [server].port; 0: any)")
+    run.set_defaults(func=cmd_run)
+
+    sim = sub.add_parser("simulate", help="send one encrypted, signed callback to a running bot")
+    sim.add_argument("--url", required=True, help="the bot's base URL, e.g. http://127.0.0.1:8080")
+    sim.add_argument("--door", choices=["robot", "aibot", "app"], default="robot")
+    sim.add_argument("--chat", default="", help="group chat id (empty: single chat)")
+    sim.add_argument("--from", dest="sender", required=True, help="sender user id")
+    sim.add_argument("--text", required=True)
+    sim.add_argument("--token", help="callback token (default: the door's token env var)")
+    sim.add_argument("--aes-key", help="EncodingAESKey (default: the door's env var)")
+    sim.add_argument("--corp-id", help="app door ReceiveId (default: [server].corp_id)")
+    sim.add_argument("--msgid", help="message id (default: random)")
+    sim.set_defaults(func=cmd_simulate)
+    ros = sub.add_parser("roster", help="group rosters")
+    ros_sub = ros.add_subparsers(dest="roster_command", required=True)
+    seed = ros_sub.add_parser("seed", help="seed group rosters from WeCom's customer-group API")
+    seed.add_argument("--force", action="store_true", help="also groups that have members")
+    seed.set_defaults(func=cmd_roster_seed)
+
+    box = sub.add_parser("outbox", help="the outbound message queue")
+    box_sub = box.add_subparsers(dest="outbox_command", required=True)
+    deliver = box_sub.add_parser("deliver", help="deliver queued messages to WeCom")
+    deliver.add_argument("--drain", action="store_true", help="exit when nothing is due")
+    deliver.add_argument("--batch", type=int, default=100, help="rows claimed per round")
+    deliver.add_argument("--interval", type=float, default=1.0, help="seconds between rounds")
+    deliver.set_defaults(func=cmd_outbox_deliver)
+    box_sub.add_parser("status", help="count queued messages by status").set_defaults(
+        func=cmd_outbox_status
+    )
+    export = sub.add_parser("export", help="export data as CSV")
+    export_sub = export.add_subparsers(dest="export_command", required=True)
+    points = export_sub.add_parser("points", help="points balances (or the ledger) of a cohort")
+    points.add_argument("--cohort", required=True)
+    points.add_argument("--csv", nargs="?", const="-", default="-", help="file (default stdout)")
+    points.add_argument("--entries", action="store_true", help="every ledger entry, not balances")
+    points.set_defaults(func=cmd_export_points)
+    scripts = sub.add_parser("scripts", help="the nudge scripts library")
+    scripts_sub = scripts.add_subparsers(dest="scripts_command", required=True)
+    lint = scripts_sub.add_parser("lint", help="check placeholders, byte limits and coverage")
+    lint.add_argument("--dir", help="a directory of script TOML files (default: the library)")
+    lint.set_defaults(func=cmd_scripts_lint)
+
+    dig = sub.add_parser("digest", help="print a group's teacher digest")
+    dig.add_argument("--group", required=True, help="chat id of the group")
+    dig.add_argument("--date", help="learning day YYYY-MM-DD (default: today)")
+    dig.set_defaults(func=cmd_digest)
+
+    prog = sub.add_parser("import-progress", help="import course progress CSV")
+    prog.add_argument("file")
+    prog.set_defaults(func=cmd_import_progress)
+
+    ex_nudges = export_sub.add_parser("nudges", help="nudges, outcomes and success rates")
+    ex_nudges.add_argument("--csv", help="write to this file (default: stdout)")
+    ex_nudges.add_argument("--cohort", help="only this cohort")
+    ex_nudges.set_defaults(func=cmd_export_nudges)
+
+    demo = sub.add_parser("demo", help="run the offline demo on SQLite")
+    demo.add_argument("--data-dir", default="data/demo")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logs.setup(args.log_level)
+    func: Command = args.func
+    try:
+        return func(args)
+    except ConfigError as exc:
+        print(f"配置错误 config error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""The message-archive wire format (会话内容存档, PROTOCOL.md §1): archive JSON to updates.
+
+Used by the archive poller and by ``cohortbot import`` (the same JSON, one object per line).
+One extension for backfills: an optional ``from_name`` field gives the sender's display name,
+which the archive itself does not carry.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from bot.updates import Door, Event, Update, UpdateKind, sender_kind_of
+
+
+class ArchiveFormatError(ValueError):
+    """A line that is not a usable archive message; the text says why."""
+
+
+#: Senders that are bots (robots' ids start with "wb"); their own posts are not activity.
+BOT_SENDER_PREFIX = "wb"
+
+
+def _text_of(msgtype: str, item: Mapping[str, Any]) -> str:
+    body = item.get(msgtype)
+    if not isinstance(body, Mapping):
+        return ""
+    if msgtype == "text":
+        return str(body.get("content", ""))
+    if msgtype == "markdown":
+        return (
+            str(body.get("info", {}).get("content", ""))
+            if isinstance(body.get("info"), Mapping)
+            else str(body.get("content", ""))
+        )
+    if msgtype == "link":
+        parts = [body.get("title", ""), body.get("description", ""), body.get("link_url", "")]
+        return " ".join(str(p) for p in parts if p)
+    if msgtype == "file":
+        return str(body.get("filename", ""))
+    if msgtype == "mixed":
+        texts = []
+        for part in body.get("item", []) or []:
+            if isinstance(part, Mapping) and part.get("type") == "text":
+                try:
+                    texts.append(str(json.loads(part.get("content", "{}")).get("content", "")))
+                except (ValueError, AttributeError):
+                    continue
+        return "\n".join(texts)
+    return ""
+
+
+def parse_item(item: Any, door: Door = Door.ARCHIVE) -> Update | None:
+    """One decrypted archive object to an update; None for items the bot ignores
+    (``switch`` actions, posts by bots). Raises :class:`ArchiveFormatError` for malformed ones."""
+    if not isinstance(item, Mapping):
+        raise ArchiveFormatError("not a JSON object")
+    msgid = item.get("msgid")
+    if not isinstance(msgid, str) or not msgid:
+        raise ArchiveFormatError("missing msgid")
+    action = item.get("action", "send")
+    if action == "switch":
+        return None
+    if action not in ("send", "recall"):
+        raise ArchiveFormatError(f"unknown action {action!r}")
+    sender = item.get("from")
+    if not isinstance(sender, str) or not sender:
+        raise ArchiveFormatError("missing from")
+    if sender.startswith(BOT_SENDER_PREFIX):
+        return None
+    msgtime = item.get("msgtime")
+    if not isinstance(msgtime, int) or isinstance(msgtime, bool) or msgtime <= 0:
+        raise ArchiveFormatError("msgtime must be milliseconds since the epoch")
+    try:
+        sent_at = datetime.fromtimestamp(msgtime / 1000, tz=UTC)
+    except (OverflowError, OSError, ValueError):
+        raise ArchiveFormatError(f"msgtime {msgtime} is out of range") from None
+    room = item.get("roomid", "") or ""
+    if not isinstance(room, str):
+        raise ArchiveFormatError("roomid must be a string")
+    msgtype = item.get("msgtype", "")
+    if not isinstance(msgtype, str) or not msgtype:
+        raise ArchiveFormatError("missing msgtype")
+    name = item.get("from_name", "")
+    common: dict[str, Any] = {
+        "door": door,
+        "message_id": msgid,
+        "chat_id": room,
+        "sender_id": sender,
+        "sender_name": name if isinstance(name, str) else "",
+        "sender_kind": sender_kind_of(sender),
+        "sent_at": sent_at,
+        "msg_type": msgtype,
+        "raw": item,
+    }
+    if action == "recall" or msgtype == "revoke":
+        revoke = item.get("revoke")
+        pre = revoke.get("pre_msgid") if isinstance(revoke, Mapping) else None
+        if not isinstance(pre, str) or not pre:
+            raise ArchiveFormatError("recall without revoke.pre_msgid")
+        return Update(
+            kind=UpdateKind.EVENT, event=Event.RECALL, event_data={"recalled_id": pre}, **common
+        )
+    text = _text_of(msgtype, item)
+    if msgtype == "text" and not isinstance(item.get("text"), Mapping):
+        raise ArchiveFormatError("text message without text.content")
+    return Update(kind=UpdateKind.MESSAGE, text=text, **common)
+
+
+def parse_line(line: str, door: Door = Door.IMPORT) -> Update | None:
+    """One JSON line to an update (see :func:`parse_item`)."""
+    try:
+        item = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise ArchiveFormatError(f"not JSON ({exc.msg} at column {exc.colno})") from None
+    return parse_item(item, door)

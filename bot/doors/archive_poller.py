@@ -1,0 +1,278 @@
+"""The message-archive poller (会话内容存档, SPEC §1 door 4, PROTOCOL.md §1, path/91774, 95039).
+
+It pulls decrypted archive items after the last stored ``seq`` from an :class:`ArchiveSource`,
+feeds them through the pipeline (the inbox drops items it has seen, by msgid), then stores the
+new ``seq``. Items are stored before the seq moves, so a crash between the two re-pulls a batch
+that the inbox then drops: nothing is lost, nothing counts twice. It pulls when the app callback
+brings ``msgaudit_notify`` (:meth:`ArchivePoller.wake`) and every ``poll_seconds`` otherwise.
+
+:class:`NativeArchiveSource` is the real source, a ctypes binding to WeCom's native SDK
+(``libWeWorkFinanceSdk_C.so``, Linux x86-64 only, not redistributable, so not shipped here). It is
+typed and written against the SDK's C header but **untested**: the library is not available on
+the build machine. The tests use a fake source serving archive JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import ctypes
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from bot.app import App
+from bot.doors.archive import ArchiveFormatError, parse_item
+from bot.pipeline import dumps
+from bot.updates import Door, Update
+from storage import doorstate
+
+log = logging.getLogger(__name__)
+
+SEQ_KEY = "archive.seq"
+
+
+class ArchiveSource(Protocol):
+    """Where archive items come from."""
+
+    async def fetch(self, seq: int, limit: int) -> list[dict[str, Any]]:
+        """Up to ``limit`` decrypted archive items with a seq greater than ``seq``, in seq order;
+        each carries its ``seq``."""
+        ...
+
+
+class ArchiveError(RuntimeError):
+    """The archive SDK refused a call; the text has its error code."""
+
+
+class ArchivePoller:
+    """Pulls the archive into the pipeline and remembers how far it got."""
+
+    def __init__(
+        self, bot: App, source: ArchiveSource, batch: int = 1000, poll_seconds: float = 60
+    ) -> None:
+        self._bot = bot
+        self._source = source
+        self._batch = batch
+        self._interval = poll_seconds
+        self._wake = asyncio.Event()
+        self.skipped = 0  # malformed items, logged and stepped over
+
+    def wake(self) -> None:
+        """Pull soon (the app callback's ``msgaudit_notify``)."""
+        self._wake.set()
+
+    async def last_seq(self) -> int:
+        async with self._bot.db.unit_of_work() as uow:
+            value = doorstate.get(uow.writer, SEQ_KEY)
+        return int(value) if value else 0
+
+    async def pull(self) -> int:
+        """Pull until the source has nothing new; return how many new items were ingested."""
+        seq, new = await self.last_seq(), 0
+        while True:
+            items = await self._source.fetch(seq, self._batch)
+            items = [i for i in items if _seq(i) > seq]
+            if not items:
+                return new
+            pairs: list[tuple[Update, str]] = []
+            for item in items:
+                try:
+                    update = parse_item(item, Door.ARCHIVE)
+                except ArchiveFormatError as exc:
+                    self.skipped += 1
+                    log.warning("archive item seq %s skipped: %s", item.get("seq"), exc)
+                    continue
+                if update is not None:
+                    pairs.append((update, dumps(item)))
+            if pairs:
+                result = await self._bot.pipeline.ingest(pairs)
+                new += result.new
+            seq = max(_seq(i) for i in items)
+            async with self._bot.db.unit_of_work() as uow:
+                doorstate.put(uow.writer, SEQ_KEY, str(seq), self._bot.clock.now())
+            if len(items) < self._batch:
+                return new
+
+    async def run(self) -> None:
+        """Pull now, then on every wake and every ``poll_seconds``, until cancelled."""
+        while True:
+            self._wake.clear()
+            try:
+                await self.pull()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("archive pull failed; retrying at the next wake or poll")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._interval)
+
+
+def _seq(item: Mapping[str, Any]) -> int:
+    value = item.get("seq")
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+# --------------------------------------------------------------------------- the native SDK
+
+
+class _Slice(ctypes.Structure):
+    _fields_ = [("buf", ctypes.c_char_p), ("len", ctypes.c_int)]
+
+
+class NativeArchiveSource:
+    """:class:`ArchiveSource` over ``libWeWorkFinanceSdk_C.so`` (path/91774 获取会话内容).
+
+    ``GetChatData`` returns encrypted items; each item's ``encrypt_random_key`` is RSA-decrypted
+    (PKCS#1 v1.5) with the private key matching ``publickey_ver``, and ``DecryptData`` turns
+    ``encrypt_chat_msg`` into the archive JSON. SDK calls block, so they run in a thread.
+    UNTESTED: written against the SDK header; the library is not available here.
+    """
+
+    def __init__(
+        self,
+        sdk_path: str,
+        corp_id: str,
+        secret: str,
+        private_keys: Mapping[int, bytes],
+        timeout_s: int = 10,
+    ) -> None:
+        from cryptography.hazmat.primitives import serialization
+
+        self._lib = ctypes.CDLL(sdk_path)
+        self._declare()
+        self._keys = {
+            ver: serialization.load_pem_private_key(pem, password=None)
+            for ver, pem in private_keys.items()
+        }
+        self._timeout = timeout_s
+        self._sdk = self._lib.NewSdk()
+        code = self._lib.Init(self._sdk, corp_id.encode(), secret.encode())
+        if code != 0:
+            self._lib.DestroySdk(self._sdk)
+            raise ArchiveError(f"Init failed with code {code}")
+
+    def _declare(self) -> None:
+        lib = self._lib
+        lib.NewSdk.restype = ctypes.c_void_p
+        lib.Init.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_char_p]
+        lib.Init.restype = ctypes.c_int
+        lib.NewSlice.restype = ctypes.POINTER(_Slice)
+        lib.FreeSlice.argtypes = [ctypes.POINTER(_Slice)]
+        lib.GetContentFromSlice.argtypes = [ctypes.POINTER(_Slice)]
+        lib.GetContentFromSlice.restype = ctypes.c_void_p
+        lib.GetSliceLen.argtypes = [ctypes.POINTER(_Slice)]
+        lib.GetSliceLen.restype = ctypes.c_int
+        lib.GetChatData.argtypes = [
+            ctypes.c_void_p,
+            ctypes.c_ulonglong,
+            ctypes.c_uint,
+            ctypes.c_char_p,
+            ctypes.c_char_p,
+            ctypes.c_int,
+            ctypes.POINTER(_Slice),
+        ]
+        lib.GetChatData.restype = ctypes.c_int
+        lib.DecryptData.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.POINTER(_Slice)]
+        lib.DecryptData.restype = ctypes.c_int
+        lib.DestroySdk.argtypes = [ctypes.c_void_p]
+
+    def _slice_bytes(self, slice_: Any) -> bytes:
+        length = self._lib.GetSliceLen(slice_)
+        return ctypes.string_at(self._lib.GetContentFromSlice(slice_), length)
+
+    def _get_chat_data(self, seq: int, limit: int) -> list[dict[str, Any]]:
+        out = self._lib.NewSlice()
+        try:
+            code = self._lib.GetChatData(self._sdk, seq, limit, None, None, self._timeout, out)
+            if code != 0:
+                raise ArchiveError(f"GetChatData failed with code {code}")
+            data = json.loads(self._slice_bytes(out))
+        finally:
+            self._lib.FreeSlice(out)
+        if data.get("errcode", 0) != 0:
+            raise ArchiveError(f"GetChatData: {data.get('errcode')} {data.get('errmsg')}")
+        chatdata = data.get("chatdata") or []
+        return [c for c in chatdata if isinstance(c, dict)]
+
+    def _decrypt(self, item: Mapping[str, Any]) -> dict[str, Any] | None:
+        from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+        key = self._keys.get(int(item.get("publickey_ver", 0)))
+        if not isinstance(key, rsa.RSAPrivateKey):
+            log.warning(
+                "archive seq %s: no private key version %s",
+                item.get("seq"),
+                item.get("publickey_ver"),
+            )
+            return None
+        random_key = key.decrypt(base64.b64decode(item["encrypt_random_key"]), padding.PKCS1v15())
+        out = self._lib.NewSlice()
+        try:
+            code = self._lib.DecryptData(random_key, str(item["encrypt_chat_msg"]).encode(), out)
+            if code != 0:
+                raise ArchiveError(f"DecryptData failed with code {code}")
+            message: dict[str, Any] = json.loads(self._slice_bytes(out))
+        finally:
+            self._lib.FreeSlice(out)
+        message["seq"] = int(item["seq"])
+        return message
+
+    def _fetch(self, seq: int, limit: int) -> list[dict[str, Any]]:
+        items = []
+        for raw in self._get_chat_data(seq, limit):
+            try:
+                message = self._decrypt(raw)
+            except (ArchiveError, ValueError, KeyError) as exc:
+                log.warning("archive seq %s not decrypted: %s", raw.get("seq"), exc)
+                message = None
+            # An undecryptable item still moves the seq on: it would fail the same way again.
+            items.append(
+                message
+                or {
+                    "seq": int(raw.get("seq", 0)),
+                    "action": "switch",
+                    "msgid": str(raw.get("msgid", "")),
+                    "from": "",
+                }
+            )
+        return items
+
+    async def fetch(self, seq: int, limit: int) -> list[dict[str, Any]]:
+        return await asyncio.to_thread(self._fetch, seq, limit)
+
+    def close(self) -> None:
+        self._lib.DestroySdk(self._sdk)
+
+
+def load_private_keys(value: str) -> dict[int, bytes]:
+    """The archive private key from its env var: PEM text or a path to a PEM file. Version 1
+    unless the value is a JSON object ``{"<publickey_ver>": "<PEM or path>", ...}``."""
+
+    def pem(text: str) -> bytes:
+        return text.encode() if "-----BEGIN" in text else Path(text).read_bytes()
+
+    stripped = value.strip()
+    if stripped.startswith("{"):
+        return {int(k): pem(v) for k, v in json.loads(stripped).items()}
+    return {1: pem(stripped)}
+
+
+def native_source(
+    sdk_path: str, corp_id: str, secret: str, private_key: str
+) -> NativeArchiveSource:
+    """Open the native archive SDK, or raise :class:`ArchiveError` saying why it is missing."""
+    if not sdk_path or not Path(sdk_path).is_file():
+        raise ArchiveError(
+            f"archive.sdk_path {sdk_path!r} is not a file: download libWeWorkFinanceSdk_C.so "
+            "from WeCom (path/91774) and point archive.sdk_path at it"
+        )
+    return NativeArchiveSource(sdk_path, corp_id, secret, load_private_keys(private_key))
+
+
+def items_after(items: Sequence[dict[str, Any]], seq: int, limit: int) -> list[dict[str, Any]]:
+    """The items a source returns for ``fetch(seq, limit)`` (used by fake sources)."""
+    return [i for i in items if _seq(i) > seq][:limit]

@@ -1,0 +1,152 @@
+"""Callback crypto for every WeCom callback door (PROTOCOL.md §2, path/90968 "加解密方案说明").
+
+A thin shell over ``wechatpy.enterprise.crypto.WeChatCrypto`` that turns every way a request can
+be wrong into a :class:`CallbackRejectedError` carrying the HTTP status to answer, so the routes
+never answer 500 to bad input. It also owns safe XML parsing (no DTDs, no entities) and the
+encrypting side used by ``cohortbot simulate``, the tests and the benchmark.
+"""
+
+from __future__ import annotations
+
+import binascii
+import hashlib
+import json
+import re
+import secrets
+from collections.abc import Mapping
+from typing import Any
+from xml.etree import ElementTree
+
+from wechatpy.enterprise.crypto import PrpCrypto, WeChatCrypto
+from wechatpy.enterprise.exceptions import InvalidCorpIdException
+from wechatpy.exceptions import InvalidSignatureException
+
+
+class CallbackRejectedError(Exception):
+    """A request the door refuses; ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+# A DTD is how entity bombs and external entities get in; WeCom never sends one.
+_DTD = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
+
+
+def parse_xml(data: str | bytes) -> dict[str, Any]:
+    """Parse a callback XML document into a dict of the ``<xml>`` root's children (text for
+    leaves, dicts for nested elements, lists for repeated tags).
+
+    Documents with a DOCTYPE or ENTITY declaration are refused before the parser sees them, so
+    no entity can be defined, let alone expanded (wechatpy would hand the body to xmltodict; it
+    gets the already parsed ``Encrypt`` instead). Raises :class:`CallbackRejectedError` (400).
+    """
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    if _DTD.search(raw):
+        raise CallbackRejectedError(400, "XML with a DTD or entity declaration")
+    try:
+        root = ElementTree.fromstring(raw)
+    except (ElementTree.ParseError, ValueError, LookupError) as exc:
+        raise CallbackRejectedError(400, f"malformed XML ({exc})") from None
+    if root.tag != "xml":
+        raise CallbackRejectedError(400, "XML without an <xml> root")
+    tree = _element(root)
+    return tree if isinstance(tree, dict) else {}
+
+
+def _element(element: ElementTree.Element) -> Any:
+    children = list(element)
+    if not children:
+        return element.text or ""
+    out: dict[str, Any] = {}
+    for child in children:
+        value = _element(child)
+        if child.tag not in out:
+            out[child.tag] = value
+        elif isinstance(out[child.tag], list):
+            out[child.tag].append(value)
+        else:
+            out[child.tag] = [out[child.tag], value]
+    return out
+
+
+class DoorCrypto:
+    """Verify and decrypt one door's callbacks; ``receive_id`` is ``""`` for AI bots and robots
+    (WeCom encrypts their payloads with an empty ReceiveId) and the CorpID for apps."""
+
+    def __init__(self, token: str, encoding_aes_key: str, receive_id: str) -> None:
+        try:
+            self._crypto = WeChatCrypto(token, encoding_aes_key, receive_id)
+        except (AssertionError, binascii.Error, ValueError):
+            raise ValueError("EncodingAESKey must be 43 base64 characters") from None
+        self.token = token
+        self.receive_id = receive_id
+
+    def verify_url(self, signature: str, timestamp: str, nonce: str, echostr: str) -> str:
+        """The GET URL check: the decrypted echostr, which is all the answer may contain."""
+        try:
+            return str(self._crypto.check_signature(signature, timestamp, nonce, echostr))
+        except InvalidSignatureException:
+            raise CallbackRejectedError(403, "wrong signature") from None
+        except InvalidCorpIdException:
+            raise CallbackRejectedError(403, "encrypted for another receiver") from None
+        except Exception as exc:  # garbage base64, wrong key: decrypting yields noise
+            raise CallbackRejectedError(
+                400, f"cannot decrypt echostr ({type(exc).__name__})"
+            ) from None
+
+    def decrypt(self, encrypted: str, signature: str, timestamp: str, nonce: str) -> str:
+        """Check the signature over ``encrypted`` and return its plaintext."""
+        try:
+            return str(
+                self._crypto.decrypt_message({"Encrypt": encrypted}, signature, timestamp, nonce)
+            )
+        except InvalidSignatureException:
+            raise CallbackRejectedError(403, "wrong signature") from None
+        except InvalidCorpIdException:
+            raise CallbackRejectedError(403, "encrypted for another receiver") from None
+        except Exception as exc:
+            raise CallbackRejectedError(400, f"cannot decrypt ({type(exc).__name__})") from None
+
+    def encrypt(self, plaintext: str) -> str:
+        """Encrypt ``plaintext`` for this door (the sending side: simulate, tests, bench)."""
+        return PrpCrypto(self._crypto.key).encrypt(plaintext, self.receive_id).decode()
+
+    def sign(self, timestamp: str, nonce: str, encrypted: str) -> str:
+        return signature(self.token, timestamp, nonce, encrypted)
+
+
+def signature(token: str, timestamp: str, nonce: str, encrypted: str) -> str:
+    """``msg_signature = sha1(sorted(token, timestamp, nonce, encrypted))`` (PROTOCOL.md §2)."""
+    return hashlib.sha1("".join(sorted([token, timestamp, nonce, encrypted])).encode()).hexdigest()
+
+
+def encrypted_xml_body(encrypted: str, to_user: str = "", agent_id: str = "") -> str:
+    """The XML envelope robots and apps POST."""
+    return (
+        f"<xml><ToUserName><![CDATA[{to_user}]]></ToUserName>"
+        f"<Encrypt><![CDATA[{encrypted}]]></Encrypt>"
+        f"<AgentID><![CDATA[{agent_id}]]></AgentID></xml>"
+    )
+
+
+def signed_request(
+    crypto: DoorCrypto, plaintext: str, timestamp: int, json_body: bool
+) -> tuple[dict[str, str], str]:
+    """Query parameters and body of a genuine callback carrying ``plaintext``."""
+    encrypted = crypto.encrypt(plaintext)
+    nonce = str(secrets.randbelow(10**10))
+    ts = str(timestamp)
+    params = {"msg_signature": crypto.sign(ts, nonce, encrypted), "timestamp": ts, "nonce": nonce}
+    body = json.dumps({"encrypt": encrypted}) if json_body else encrypted_xml_body(encrypted)
+    return params, body
+
+
+def envelope_encrypt(body: Mapping[str, Any] | None) -> str | None:
+    """The ``encrypt`` field of an AI-bot JSON body, or None when the shape is wrong."""
+    if not isinstance(body, Mapping):
+        return None
+    value = body.get("encrypt")
+    return value if isinstance(value, str) and value else None

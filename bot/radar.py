@@ -1,0 +1,525 @@
+"""The churn radar (SPEC §7): six learning stages, eight signals with a one-line Chinese
+explanation each, risk levels, and hysteresis.
+
+:func:`evaluate` reads one aggregate row per (group, member) from :mod:`storage.radar` (never raw
+messages), decides every learner's signals in Python with plain bit arithmetic, and persists the
+flag state so a flagged learner is cleared only after ``clear_after_active_days`` active days.
+The signal rules themselves (:func:`signals_of`) are pure.
+
+Conventions: a learning day ``D`` is "today"; windows of completed days end yesterday, and
+today's activity only ever counts in the learner's favour (the nudge run happens before most
+evening check-ins).
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from bot.clock import learning_day
+from bot.config import CohortSettings, RadarSettings, Settings
+from storage import nudges as nudge_store
+from storage import radar as store
+from storage.nudges import Nudge
+from storage.radar import MemberAggregate, MemberRow
+
+
+class Stage(StrEnum):
+    """The six learning stages (seed 000: six script sets by progress)."""
+
+    NEWCOMER = "newcomer"  # 新人期 days 1-3
+    ADAPTING = "adapting"  # 适应期 days 4-7, the slump
+    ADVANCING = "advancing"  # 进阶期 days 8-14
+    SPRINT = "sprint"  # 冲刺期 day 15 to 3 days before the end
+    CLOSING = "closing"  # 结营期 the last 3 days
+    AFTER = "after"  # 结营后 after the end
+
+    @property
+    def label(self) -> str:
+        return STAGE_LABELS[self]
+
+
+STAGE_LABELS = {
+    Stage.NEWCOMER: "新人期",
+    Stage.ADAPTING: "适应期",
+    Stage.ADVANCING: "进阶期",
+    Stage.SPRINT: "冲刺期",
+    Stage.CLOSING: "结营期",
+    Stage.AFTER: "结营后",
+}
+
+
+def parse_stage(text: str) -> Stage | None:
+    """A stage from its Chinese label (with or without 期) or its English code."""
+    text = text.strip().lower()
+    for stage, label in STAGE_LABELS.items():
+        if text in (stage.value, label, label.rstrip("期")):
+            return stage
+    return None
+
+
+def stage_of(cohort: CohortSettings, day: date) -> Stage:
+    """The stage of a cohort on a learning day. The last three days win over 进阶/冲刺, but the
+    first three days stay 新人期 even in a very short cohort."""
+    n = cohort.cohort_day(day)
+    length = cohort.length_days
+    if n > length:
+        return Stage.AFTER
+    if n <= 3:
+        return Stage.NEWCOMER
+    if n >= length - 2:
+        return Stage.CLOSING
+    if n <= 7:
+        return Stage.ADAPTING
+    if n <= 14:
+        return Stage.ADVANCING
+    return Stage.SPRINT
+
+
+class Signal(StrEnum):
+    """The eight radar signals, in SPEC §7 order."""
+
+    SILENCE = "silence"
+    CHECKIN_DROP = "checkin_drop"
+    STREAK_BROKEN = "streak_broken"
+    NO_CHECKIN = "no_checkin"
+    NO_INTRO = "no_intro"
+    VOLUME_DROP = "volume_drop"
+    IGNORED_NUDGE = "ignored_nudge"
+    LOW_PROGRESS = "low_progress"
+
+
+SIGNAL_LABELS = {
+    Signal.SILENCE: "长时间未发言",
+    Signal.CHECKIN_DROP: "三日打卡波动",
+    Signal.STREAK_BROKEN: "连续打卡中断",
+    Signal.NO_CHECKIN: "连续未打卡",
+    Signal.NO_INTRO: "未自我介绍",
+    Signal.VOLUME_DROP: "发言量骤降",
+    Signal.IGNORED_NUDGE: "未回应提醒",
+    Signal.LOW_PROGRESS: "课程进度落后",
+}
+
+LEVEL_LABELS = {0: "正常", 1: "轻度预警", 2: "中度警报", 3: "高危警报"}
+
+
+def level_of(count: int) -> int:
+    """1-2 signals light (1), 3-4 medium (2), 5+ high (3)."""
+    if count <= 0:
+        return 0
+    if count <= 2:
+        return 1
+    if count <= 4:
+        return 2
+    return 3
+
+
+@dataclass(frozen=True)
+class Fired:
+    signal: Signal
+    why: str  # one line, Chinese
+
+
+@dataclass
+class MemberRisk:
+    """One learner's radar result on one learning day."""
+
+    chat_id: str
+    member_id: str
+    name: str
+    kind: str
+    owner_userid: str | None
+    stage: Stage
+    level: int
+    fired: list[Fired]
+    days_quiet: int
+    streak: int
+    flagged: bool
+    holding: bool = False  # flagged only by hysteresis (recovering, not yet cleared)
+    active_today: bool = False
+    checked_today: bool = False
+    joined_day: date | None = None
+
+    @property
+    def level_label(self) -> str:
+        return LEVEL_LABELS[self.level]
+
+    @property
+    def signals(self) -> list[Signal]:
+        return [f.signal for f in self.fired]
+
+
+@dataclass
+class GroupRadar:
+    """A group's radar and the day's headline figures (for the digest)."""
+
+    chat_id: str
+    cohort_id: str
+    day: date
+    members: list[MemberRisk] = field(default_factory=list)
+    total: int = 0
+    active_today: int = 0
+    messages_today: int = 0
+    checkins_today: int = 0
+    checkin_avg7: float = 0.0  # mean daily check-ins over the 7 days before today
+    reviewers_today: list[tuple[str, str, int]] = field(default_factory=list)
+
+    @property
+    def flagged(self) -> list[MemberRisk]:
+        """Flagged learners, highest risk first, then most signals, longest quiet."""
+        out = [m for m in self.members if m.flagged]
+        out.sort(key=lambda m: (-m.level, -len(m.fired), -m.days_quiet, m.name, m.member_id))
+        return out
+
+
+def _bit(mask: int, i: int) -> bool:
+    return i >= 0 and bool(mask >> i & 1)
+
+
+def _count(mask: int, lo: int, hi: int) -> int:
+    """Set bits ``lo..hi`` (inclusive, ``lo <= hi``)."""
+    if hi < lo:
+        return 0
+    return ((mask >> lo) & ((1 << (hi - lo + 1)) - 1)).bit_count()
+
+
+def _run_from(mask: int, i: int) -> int:
+    """Consecutive set bits starting at bit ``i`` going back in time."""
+    inv = ~(mask >> i)
+    return (inv & -inv).bit_length() - 1
+
+
+def _lowest(mask: int) -> int | None:
+    """Index of the lowest set bit (the most recent day), or None."""
+    return (mask & -mask).bit_length() - 1 if mask else None
+
+
+def current_streak(checkin_mask: int) -> int:
+    """The live streak: through today, or through yesterday while today is still open."""
+    return _run_from(checkin_mask, 0) if _bit(checkin_mask, 0) else _run_from(checkin_mask, 1)
+
+
+@dataclass(frozen=True)
+class Baselines:
+    """Group-wide fallbacks for learners without enough own history."""
+
+    checkin_rate3: float  # mean check-in rate over the 3 days ending yesterday
+    chars_per_day3: float  # median meaningful chars per day over those 3 days
+
+
+def signals_of(
+    agg: MemberAggregate,
+    row: MemberRow,
+    cohort: CohortSettings,
+    rules: RadarSettings,
+    today: date,
+    joined_day: date,
+    group: Baselines,
+    last_seen_day: date | None,
+    latest_nudge: Nudge | None,
+    progress: tuple[float, float] | None,
+) -> tuple[list[Fired], int]:
+    """The signals that fire for one learner today, and their days quiet."""
+    fired: list[Fired] = []
+    n = cohort.cohort_day(today)
+    running = 1 <= n <= cohort.length_days
+    eff = max(cohort.start_date, joined_day)
+    present = (today - eff).days + 1  # days in the cohort so far, today included
+    active_today = _bit(agg.active_mask, 0)
+    checked_today = _bit(agg.checkin_mask, 0)
+
+    # Days quiet: since the last message (today counts as 0).
+    days_quiet = present
+    latest_msg = _lowest(agg.message_mask)
+    if latest_msg is not None and latest_msg < present:
+        days_quiet = latest_msg
+    elif last_seen_day is not None and last_seen_day >= eff:
+        days_quiet = (today - last_seen_day).days
+    days_quiet = max(days_quiet, 0)
+
+    # 1. No message for N days while the cohort runs.
+    if running and days_quiet >= rules.silence_days and not active_today:
+        fired.append(Fired(Signal.SILENCE, f"已经{days_quiet}天没有在群里发言"))
+
+    full3 = present >= 4  # the 3 completed days before today are all inside the cohort
+    if running and full3 and not checked_today:
+        # 2. Check-in rate of the last 3 days below half of the learner's previous 7 days.
+        rate3 = _count(agg.checkin_mask, 1, 3) / 3
+        prev_days = min(7, present - 4)
+        if prev_days >= 3:
+            base = _count(agg.checkin_mask, 4, 3 + prev_days) / prev_days
+            whom = f"之前{prev_days}天的{base:.0%}"
+        else:
+            base, whom = group.checkin_rate3, f"本群同期平均{group.checkin_rate3:.0%}"
+        if base > 0 and rate3 < base * rules.checkin_drop_ratio:
+            fired.append(Fired(Signal.CHECKIN_DROP, f"近3天打卡率{rate3:.0%}，明显低于{whom}"))
+
+    if running and not checked_today and not _bit(agg.checkin_mask, 1):
+        # 3. A streak of >= 3 broken.
+        last = _lowest(agg.checkin_mask >> 2)
+        if last is not None:
+            last += 2
+        if last is not None and last < present:
+            run = _run_from(agg.checkin_mask, last)
+            if run >= rules.broken_streak_min:
+                when = (today - timedelta(days=last)).strftime("%m-%d")
+                fired.append(
+                    Fired(Signal.STREAK_BROKEN, f"连续打卡{run}天后中断（最后一次在{when}）")
+                )
+        # 4. No check-in for 2+ learning days.
+        before = _lowest(agg.checkin_mask >> 1)
+        missed = min(before if before is not None else store.WINDOW_DAYS - 1, present - 1)
+        if missed >= rules.missed_checkin_days:
+            fired.append(Fired(Signal.NO_CHECKIN, f"已经连续{missed}天没有打卡"))
+
+    # 5. Never introduced themselves by day 2.
+    if running and not row.intro_done and present > rules.intro_by_day:
+        fired.append(Fired(Signal.NO_INTRO, f"入群{present}天还没有做自我介绍"))
+
+    # 6. Message volume below 30% of their own baseline.
+    if full3 and n <= cohort.length_days + 14:
+        recent = agg.chars_recent / 3
+        before_days = min(present, store.WINDOW_DAYS) - 4
+        if before_days >= 3 and agg.chars_before > 0:
+            base, whom = agg.chars_before / before_days, "自己平时"
+        else:
+            base, whom = group.chars_per_day3, "本群同期中位数"
+        if (
+            base > 0
+            and recent < base * rules.volume_ratio
+            and agg.chars_today < base * rules.volume_ratio
+        ):
+            fired.append(
+                Fired(
+                    Signal.VOLUME_DROP,
+                    f"近3天日均发言{recent:.0f}字，不到{whom}（{base:.0f}字）的{rules.volume_ratio:.0%}",
+                )
+            )
+
+    # 7. Ignored the last nudge: no activity within 72 h, and none since.
+    if latest_nudge is not None and latest_nudge.worked is False:
+        since = (today - latest_nudge.day).days
+        if since >= 1 and _count(agg.active_mask, 0, since - 1) == 0:
+            fired.append(
+                Fired(
+                    Signal.IGNORED_NUDGE,
+                    f"{latest_nudge.day:%m-%d}的私信提醒后{rules.ignored_nudge_hours}小时内没有回应",
+                )
+            )
+
+    # 8. Imported course progress below the thresholds.
+    if progress is not None:
+        completion, homework = progress
+        if completion < rules.min_completion or homework < rules.min_homework_rate:
+            fired.append(
+                Fired(
+                    Signal.LOW_PROGRESS,
+                    f"完课率{completion:.0%}、作业提交率{homework:.0%}，低于预期",
+                )
+            )
+    return fired, days_quiet
+
+
+def _left(joined: datetime | str | None, left: datetime | str) -> bool:
+    """Whether a membership's leave is its latest event (so the member is gone)."""
+    if joined is None:
+        return True
+    j, lv = store.as_datetime(joined), store.as_datetime(left)
+    return j is None or (lv is not None and lv >= j)
+
+
+def _volume_may_fire(
+    agg: MemberAggregate,
+    joined: date,
+    cohort: CohortSettings,
+    today: date,
+    rules: RadarSettings,
+    group: Baselines,
+) -> bool:
+    """A cheap upper bound for signal 6 (used by the fast path only)."""
+    present = (today - max(cohort.start_date, joined)).days + 1
+    if present < 4:
+        return False
+    before_days = min(present, store.WINDOW_DAYS) - 4
+    if before_days >= 3 and agg.chars_before > 0:
+        base = agg.chars_before / before_days
+    else:
+        base = group.chars_per_day3
+    limit = base * rules.volume_ratio
+    return agg.chars_recent / 3 < limit and agg.chars_today < limit
+
+
+def _local_day(at: datetime | None, cohort: CohortSettings) -> date | None:
+    return None if at is None else learning_day(at, cohort.timezone, cohort.day_start_hour)
+
+
+def evaluate(
+    session: Session,
+    settings: Settings,
+    cohort: CohortSettings,
+    chat_ids: Sequence[str],
+    today: date,
+    persist: bool = True,
+) -> dict[str, GroupRadar]:
+    """Every learner's risk in the given groups of one cohort on learning day ``today``.
+
+    A handful of queries for any number of groups. With ``persist`` the flag states are saved
+    (hysteresis); without, stored states are read but nothing is written (terminal previews).
+    """
+    rules = settings.radar
+    staff = {
+        g.chat_id: set(g.leaders) | set(g.teachers) for g in cohort.groups if g.chat_id in chat_ids
+    }
+    aggs = {
+        (a.chat_id, a.member_id): a
+        for a in store.aggregates(session, chat_ids, today, cohort.start_date)
+    }
+    rows = [
+        r
+        for r in store.members(session, chat_ids)
+        if r.member_id not in staff.get(r.chat_id, ())
+        and not (r.left_at is not None and _left(r.joined_at, r.left_at))
+    ]
+    flags = store.flags_of(session, chat_ids)
+    latest = nudge_store.latest_per_member(session, chat_ids)
+    progress = (
+        store.progress_of(session, [r.member_id for r in rows])
+        if store.has_progress(session)
+        else {}
+    )
+    overrides = store.stage_overrides(session, cohort.id)
+    stage_today = stage_of(cohort, today)
+    empty = MemberAggregate("", "", 0, 0, 0, 0, 0, 0, 0)
+
+    joined_days: dict[Any, date] = {}
+    silence_bits = (1 << rules.silence_days) - 1
+    drop_need = 3 * rules.checkin_drop_ratio  # check-ins in 3 days that no baseline can beat
+    n_today = cohort.cohort_day(today)
+    fast_ok = 1 <= n_today <= cohort.length_days and n_today > rules.intro_by_day
+    by_group: dict[str, list[MemberRow]] = {c: [] for c in chat_ids}
+    for r in rows:
+        by_group.setdefault(r.chat_id, []).append(r)
+
+    out: dict[str, GroupRadar] = {}
+    to_save: list[dict[str, Any]] = []
+    for chat_id, members in by_group.items():
+        gr = GroupRadar(chat_id=chat_id, cohort_id=cohort.id, day=today, total=len(members))
+        member_aggs = [aggs.get((chat_id, r.member_id), empty) for r in members]
+        if members:
+            gr.active_today = sum(1 for a in member_aggs if a.active_mask & 1)
+            gr.messages_today = sum(a.messages_today for a in member_aggs)
+            gr.checkins_today = sum(1 for a in member_aggs if a.checkin_mask & 1)
+            days7 = max(0, min(7, cohort.cohort_day(today) - 1))
+            if days7:
+                gr.checkin_avg7 = sum(_count(a.checkin_mask, 1, days7) for a in member_aggs) / days7
+            rate3 = statistics.fmean(_count(a.checkin_mask, 1, 3) / 3 for a in member_aggs)
+            chars3 = statistics.median(a.chars_recent / 3 for a in member_aggs)
+        else:
+            rate3 = chars3 = 0.0
+        base = Baselines(rate3, chars3)
+        reviewers = sorted(
+            (
+                (r.member_id, r.name, a.reviews_today)
+                for r, a in zip(members, member_aggs, strict=True)
+                if a.reviews_today > 0
+            ),
+            key=lambda t: (-t[2], t[1]),
+        )
+        gr.reviewers_today = reviewers[:5]
+        for r, a in zip(members, member_aggs, strict=True):
+            joined = joined_days.get(r.joined_at)
+            if joined is None:
+                joined = _local_day(store.as_datetime(r.joined_at), cohort) or cohort.start_date
+                joined_days[r.joined_at] = joined
+            state = flags.get((chat_id, r.member_id))
+            nudge = latest.get((chat_id, r.member_id))
+            prog = progress.get(r.member_id)
+            if (
+                fast_ok
+                and (state is None or not state.flagged)
+                and a.message_mask & silence_bits
+                and (a.checkin_mask & 1 or _count(a.checkin_mask, 1, 3) >= drop_need)
+                and a.checkin_mask & 3
+                and r.intro_done
+                and (nudge is None or nudge.worked is not False)
+                and prog is None
+                and not _volume_may_fire(a, joined, cohort, today, rules, base)
+            ):
+                # Clearly fine (none of the eight signals can fire): skip the full rules.
+                fired: list[Fired] = []
+                quiet = (a.message_mask & -a.message_mask).bit_length() - 1
+            else:
+                last_seen = (
+                    _local_day(store.as_datetime(r.last_seen_at), cohort)
+                    if a.message_mask == 0
+                    else None
+                )
+                fired, quiet = signals_of(
+                    a, r, cohort, rules, today, joined, base, last_seen, nudge, prog
+                )
+            prev = False
+            if state is not None:
+                prev = state.prev_flagged if state.day == today else state.flagged
+            active_run = current_streak(a.active_mask)
+            holding = False
+            level = level_of(len(fired))
+            if not fired and prev and active_run < rules.clear_after_active_days:
+                holding = True
+                level = max(1, state.level if state is not None else 1)
+                note = (
+                    f"恢复观察中：已连续活跃{active_run}天，满{rules.clear_after_active_days}天解除"
+                )
+                codes = state.signals.split(",") if state is not None and state.signals else []
+                fired = [Fired(Signal(c), note) for c in codes if c in Signal._value2member_map_]
+            flagged = bool(fired) or holding
+            stage_code = overrides.get(r.member_id)
+            stage = (
+                Stage(stage_code)
+                if stage_code is not None and stage_code in Stage._value2member_map_
+                else stage_today
+            )
+            gr.members.append(
+                MemberRisk(
+                    chat_id=chat_id,
+                    member_id=r.member_id,
+                    name=r.name,
+                    kind=r.kind,
+                    owner_userid=r.owner_userid,
+                    stage=stage,
+                    level=level,
+                    fired=fired,
+                    days_quiet=quiet,
+                    streak=current_streak(a.checkin_mask),
+                    flagged=flagged,
+                    holding=holding,
+                    active_today=bool(a.active_mask & 1),
+                    checked_today=bool(a.checkin_mask & 1),
+                    joined_day=joined,
+                )
+            )
+            if persist and (flagged or state is not None):
+                since = None
+                if flagged:
+                    since = state.since if (state is not None and prev and state.since) else today
+                to_save.append(
+                    {
+                        "chat_id": chat_id,
+                        "member_id": r.member_id,
+                        "day": today,
+                        "flagged": flagged,
+                        "prev_flagged": prev,
+                        "level": level,
+                        "signals": ",".join(f.signal.value for f in fired),
+                        "since": since,
+                    }
+                )
+        out[chat_id] = gr
+    if persist and to_save:
+        store.save_flags(session, to_save)
+    return out

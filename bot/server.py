@@ -1,0 +1,599 @@
+"""The HTTP side of ``cohortbot run`` (SPEC §1 doors 1-3, §15): the callback routes, the durable
+inbox they write to, the inbox worker that processes it, and ``/healthz`` / ``/readyz``.
+
+A callback route only translates (STYLE habit 1): check the query, verify the signature, decrypt,
+parse into an :class:`~bot.updates.Update` (so malformed payloads are refused with 400 before
+anything is stored), hand the raw event to the :class:`InboxWriter` and answer 200 once it is
+committed. Handlers run afterwards in the :class:`InboxWorker` (STYLE habit 2: acknowledge, then
+work); WeCom retries a callback not answered in 5 s, and a retry hits the inbox's unique key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import queue
+import signal
+import threading
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from aiohttp import web
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import text
+
+from bot import metrics
+from bot.app import App
+from bot.config import ConfigError
+from bot.dashboard.web import build_dashboard
+from bot.doors import aibot, robot
+from bot.doors import app as app_door
+from bot.doors.aibot_ws import AibotConnection
+from bot.doors.archive_poller import ArchiveError, ArchivePoller, ArchiveSource, native_source
+from bot.doors.crypto import CallbackRejectedError, DoorCrypto, parse_xml
+from bot.doors.wire import DoorFormatError, store_form
+from bot.metrics_http import inbox_collector, metrics_routes
+from bot.scheduler import CohortScheduler
+from bot.updates import Door, Update
+from bot.wecom.api import WeComAPI, client_from_settings
+from bot.wecom.delivery import DeliveryWorker, queue_length_collector
+from storage import inbox
+from storage.db import Database, alembic_config
+
+log = logging.getLogger(__name__)
+
+CALLBACKS = metrics.counter(
+    "cohortbot_callbacks_total", "Callback requests by door and HTTP status", ("door", "status")
+)
+INBOX_LAG = metrics.gauge(
+    "cohortbot_inbox_lag_seconds", "Age of the oldest stored but unprocessed inbound event"
+)
+
+
+def set_inbox_lag(seconds: float) -> None:
+    """Set the inbox lag gauge (the worker calls it after each drain; /metrics may too)."""
+    INBOX_LAG.set(max(0.0, seconds))
+
+
+# --------------------------------------------------------------------------- the durable inbox
+
+
+@dataclass
+class _Pending:
+    item: inbox.Incoming
+    future: asyncio.Future[bool]
+    loop: asyncio.AbstractEventLoop
+
+
+class InboxWriter:
+    """Stores raw events from a thread of its own, with group commit.
+
+    Each request's row is queued with a future; the thread takes everything queued (waiting up to
+    ``delay_ms`` for more once it has one), writes it in one transaction, commits, and resolves
+    the futures with "was it new". The event loop never waits on the disk, and concurrent
+    callbacks share one fsync. The thread uses its own session: :meth:`Database.unit_of_work`'s
+    asyncio lock belongs to the loop, and SQLite's busy timeout orders the two writers.
+    """
+
+    def __init__(self, db: Database, now: Callable[[], datetime], delay_ms: int = 1) -> None:
+        self._db = db
+        self._now = now
+        self._delay = delay_ms / 1000
+        self._queue: queue.Queue[_Pending | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self.commits = 0
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="inbox-writer", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(timeout=10)
+            self._thread = None
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    async def store(self, item: inbox.Incoming) -> bool:
+        """Commit ``item`` durably; True if it was new, False if its key was stored before."""
+        if not self.running:
+            raise RuntimeError("inbox writer is not running")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[bool] = loop.create_future()
+        self._queue.put(_Pending(item, future, loop))
+        return await future
+
+    def _take_batch(self, first: _Pending) -> tuple[list[_Pending], bool]:
+        batch, stopping = [first], False
+        deadline_waited = False
+        while True:
+            try:
+                nxt = self._queue.get_nowait()
+            except queue.Empty:
+                if deadline_waited or self._delay <= 0:
+                    return batch, stopping
+                deadline_waited = True
+                try:
+                    nxt = self._queue.get(timeout=self._delay)
+                except queue.Empty:
+                    return batch, stopping
+            if nxt is None:
+                return batch, True
+            batch.append(nxt)
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch, stopping = self._take_batch(first)
+            outcome: list[tuple[_Pending, bool, BaseException | None]]
+            try:
+                with self._db.session() as session:
+                    new = set(inbox.store_new(session, [p.item for p in batch], self._now()))
+                    session.commit()
+                self.commits += 1
+                outcome = [(p, i in new, None) for i, p in enumerate(batch)]
+            except Exception as exc:
+                log.exception("inbox commit of %d events failed", len(batch))
+                outcome = [(p, False, exc) for p in batch]
+            # One wake-up of each loop per batch, not one per request.
+            loops = {id(p.loop): p.loop for p in batch}
+            for key, loop in loops.items():
+                mine = [(p.future, ok, exc) for p, ok, exc in outcome if id(p.loop) == key]
+                loop.call_soon_threadsafe(_resolve_all, mine)
+            if stopping:
+                return
+
+
+def _resolve_all(
+    results: list[tuple[asyncio.Future[bool], bool, BaseException | None]],
+) -> None:
+    for future, value, exc in results:
+        if future.done():
+            continue
+        if exc is not None:
+            future.set_exception(exc)
+        else:
+            future.set_result(value)
+
+
+class InboxWorker:
+    """Processes stored events after the answer went out: woken on every new row, and once at
+    start for whatever a crashed process left unprocessed.
+
+    Answering comes first: while callbacks keep arriving the worker waits, and it starts once
+    none has arrived for ``idle_ms`` or the oldest waiting event is ``max_lag_ms`` old, whichever
+    comes first. Under a burst this turns many small transactions into a few large ones, and
+    the lag stays bounded under sustained load.
+    """
+
+    def __init__(self, bot: App, batch: int, idle_ms: int = 0, max_lag_ms: int = 1000) -> None:
+        self._bot = bot
+        self._batch = batch
+        self._idle = idle_ms / 1000
+        self._max_lag = max_lag_ms / 1000
+        self._wake = asyncio.Event()
+        self._wake.set()  # leftovers from before a restart
+        self._lag_at = 0.0
+        self._last_arrival = 0.0
+        self.processed = 0
+
+    def touch(self) -> None:
+        """A callback is arriving: not a pause."""
+        self._last_arrival = asyncio.get_running_loop().time()
+
+    def wake(self) -> None:
+        """A new event was stored."""
+        self.touch()
+        self._wake.set()
+
+    async def _wait_for_a_pause(self) -> None:
+        loop = asyncio.get_running_loop()
+        first = loop.time()
+        while True:
+            now = loop.time()
+            quiet, waited = now - self._last_arrival, now - first
+            if quiet >= self._idle or waited >= self._max_lag:
+                return
+            await asyncio.sleep(min(self._idle - quiet, self._max_lag - waited))
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._wake.wait()
+            await self._wait_for_a_pause()
+            self._wake.clear()
+            try:
+                while True:
+                    n = await self._bot.pipeline.process_pending(self._batch)
+                    self.processed += n
+                    if n < self._batch:
+                        break
+                    await asyncio.sleep(0)  # let waiting requests answer between batches
+                if loop.time() - self._lag_at > 1:
+                    self._lag_at = loop.time()
+                    await self._update_lag()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("inbox worker failed; retrying in 1 s")
+                await asyncio.sleep(1)
+                self._wake.set()
+
+    async def _update_lag(self) -> None:
+        async with self._bot.db.unit_of_work() as uow:
+            oldest = inbox.oldest_pending_at(uow.writer)
+        now = self._bot.clock.now()
+        set_inbox_lag((now - oldest).total_seconds() if oldest else 0.0)
+
+
+# --------------------------------------------------------------------------- callback routes
+
+Parser = Callable[[str, datetime], Update | None]
+
+
+@dataclass(frozen=True)
+class DoorRoute:
+    door: Door
+    crypto: DoorCrypto
+    json_body: bool  # the AI bot POSTs {"encrypt": ...}; robots and apps POST XML
+    parse: Parser
+
+
+class Server:
+    """The aiohttp application's state: doors, inbox writer and worker, background tasks."""
+
+    def __init__(
+        self,
+        bot: App,
+        env: Mapping[str, str] | None = None,
+        archive_source: ArchiveSource | None = None,
+    ) -> None:
+        self.bot = bot
+        self.env: Mapping[str, str] = os.environ if env is None else env
+        self.archive_source = archive_source
+        self.archive: ArchivePoller | None = None
+        self.aibot_ws: AibotConnection | None = None
+        self.api: WeComAPI | None = None
+        self._delivery_stop = asyncio.Event()
+        self.settings = bot.settings.server
+        self.writer = InboxWriter(bot.db, bot.clock.now, self.settings.commit_delay_ms)
+        self.worker = InboxWorker(
+            bot,
+            self.settings.inbox_batch,
+            self.settings.inbox_idle_ms,
+            self.settings.inbox_max_lag_ms,
+        )
+        #: Updates parsed by a route, by stored payload, so the worker need not parse them again.
+        self.parsed: dict[str, Update] = {}
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self._worker_task: asyncio.Task[Any] | None = None
+        #: Called when the app callback brings ``msgaudit_notify`` (the archive poller's wake).
+        self.on_msgaudit_notify: list[Callable[[], None]] = []
+        self.doors: list[DoorRoute] = []
+        specs: list[tuple[Door, Any, str, bool, Parser]] = [
+            (Door.AIBOT, self.settings.aibot, "", True, aibot.parse_plain),
+            (Door.ROBOT, self.settings.robot, "", False, robot.parse_plain),
+            (Door.APP, self.settings.app, self.settings.corp_id, False, app_door.parse_plain),
+        ]
+        for door, cfg, receive_id, json_body, parse in specs:
+            secrets = cfg.secrets(self.env)
+            if secrets is None:
+                log.warning(
+                    "%s callback off: set %s and %s", door.value, cfg.token_env, cfg.aes_key_env
+                )
+                continue
+            crypto = DoorCrypto(secrets[0], secrets[1], receive_id)
+            self.doors.append(DoorRoute(door, crypto, json_body, parse))
+            stored_parser = bot.pipeline.parsers.get(door.value)
+            if stored_parser is not None:
+                bot.pipeline.parsers[door.value] = self._cached(stored_parser)
+        self._heads = set(ScriptDirectory.from_config(alembic_config(bot.db.engine)).get_heads())
+
+    def _cached(self, parser: Callable[[str], Update | None]) -> Callable[[str], Update | None]:
+        def parse(payload: str) -> Update | None:
+            return self.parsed.pop(payload, None) or parser(payload)
+
+        return parse
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        """Run ``coro`` in the background until shutdown (STYLE habit 2)."""
+        task = asyncio.create_task(coro, name=name)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+    async def start(self, _app: web.Application) -> None:
+        self.writer.start()
+        self._worker_task = self.spawn(self.worker.run(), "inbox-worker")
+        self._start_archive()
+        self._start_aibot_ws()
+        self._start_delivery()
+
+    def _start_delivery(self) -> None:
+        """Send the outbox (SPEC §12) from this process, when the WeCom API is configured."""
+        settings = self.bot.settings
+        try:
+            self.api = client_from_settings(settings, self.bot.clock, self.env)
+        except ConfigError as exc:
+            log.error("outbox delivery off (messages wait in the outbox): %s", exc)
+            return
+        pusher = _AibotPush(self.aibot_ws) if self.aibot_ws is not None else None
+        worker = DeliveryWorker(
+            settings, self.bot.db, self.api, self.bot.clock, aibot=pusher, env=self.env
+        )
+        self.spawn(worker.run(self._delivery_stop), "outbox-delivery")
+
+    def _start_aibot_ws(self) -> None:
+        cfg = self.bot.settings.aibot_ws
+        if not cfg.enabled:
+            return
+        secret = self.env.get(cfg.secret_env, "")
+        if not cfg.bot_id or not secret:
+            log.error("AI-bot long connection off: set aibot_ws.bot_id and $%s", cfg.secret_env)
+            return
+        self.aibot_ws = AibotConnection(
+            self.bot,
+            cfg.url,
+            cfg.bot_id,
+            secret,
+            ping_seconds=cfg.ping_seconds,
+            max_backoff=cfg.max_backoff_seconds,
+        )
+        self.spawn(self.aibot_ws.run(), "aibot-ws")
+
+    def _start_archive(self) -> None:
+        cfg = self.bot.settings.archive
+        source = self.archive_source
+        if source is None and cfg.enabled:
+            try:
+                source = native_source(
+                    cfg.sdk_path,
+                    self.settings.corp_id,
+                    self.env.get(cfg.secret_env, ""),
+                    self.env.get(cfg.private_key_env, ""),
+                )
+            except (ArchiveError, OSError, ValueError) as exc:
+                log.error("archive poller off: %s", exc)
+                return
+        if source is None:
+            return
+        self.archive = ArchivePoller(self.bot, source, cfg.batch, cfg.poll_seconds)
+        self.on_msgaudit_notify.append(self.archive.wake)
+        self.spawn(self.archive.run(), "archive-poller")
+
+    async def stop(self, _app: web.Application) -> None:
+        self._delivery_stop.set()
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        if self.api is not None:
+            await self.api.close()
+        await asyncio.to_thread(self.writer.stop)
+
+    # -- checks shared by GET and POST
+
+    def _query(self, request: web.Request, *names: str) -> list[str]:
+        values = [request.query.get(n, "") for n in names]
+        missing = [n for n, v in zip(names, values, strict=True) if not v]
+        if missing:
+            raise CallbackRejectedError(400, f"missing query parameter(s): {', '.join(missing)}")
+        return values
+
+    def _check_timestamp(self, timestamp: str) -> None:
+        if not timestamp.isdigit() or len(timestamp) > 12:
+            raise CallbackRejectedError(400, "timestamp is not a Unix time")
+        window = self.settings.timestamp_window_seconds
+        if window and abs(self.bot.clock.now().timestamp() - int(timestamp)) > window:
+            # A captured request replayed later, or a sender with a broken clock.
+            raise CallbackRejectedError(403, "timestamp outside the accepted window")
+
+    # -- handlers
+
+    def handlers(self, door: DoorRoute) -> tuple[Any, Any]:
+        async def verify(request: web.Request) -> web.StreamResponse:
+            try:
+                signature, timestamp, nonce, echostr = self._query(
+                    request, "msg_signature", "timestamp", "nonce", "echostr"
+                )
+                self._check_timestamp(timestamp)
+                echo = door.crypto.verify_url(signature, timestamp, nonce, echostr)
+            except CallbackRejectedError as exc:
+                return _reject(door.door, exc)
+            CALLBACKS.inc(door=door.door.value, status="200")
+            # Only the decrypted echostr, nothing else in the body (PROTOCOL.md §2).
+            return web.Response(text=echo, content_type="text/plain")
+
+        async def receive(request: web.Request) -> web.StreamResponse:
+            self.worker.touch()
+            try:
+                update, item = await self._decode(request, door)
+            except CallbackRejectedError as exc:
+                return _reject(door.door, exc)
+            try:
+                new = await self.writer.store(item)
+            except Exception:
+                # Not stored, so not acknowledged: WeCom will try again.
+                CALLBACKS.inc(door=door.door.value, status="503")
+                return web.Response(status=503, text="inbox unavailable")
+            if new:
+                if update is not None and len(self.parsed) < 50_000:
+                    self.parsed[item.payload] = update
+                self.worker.wake()
+                if update is not None and update.event_data.get("name") == "msgaudit_notify":
+                    for wake in self.on_msgaudit_notify:
+                        wake()
+            CALLBACKS.inc(door=door.door.value, status="200")
+            return web.Response(text="")
+
+        return verify, receive
+
+    async def _decode(
+        self, request: web.Request, door: DoorRoute
+    ) -> tuple[Update | None, inbox.Incoming]:
+        signature, timestamp, nonce = self._query(request, "msg_signature", "timestamp", "nonce")
+        limit = self.settings.max_body_bytes
+        if request.content_length is not None and request.content_length > limit:
+            raise CallbackRejectedError(413, "body too large")
+        try:
+            raw = await request.content.read(limit + 1)
+        except Exception:
+            raise CallbackRejectedError(400, "unreadable body") from None
+        if len(raw) > limit:
+            raise CallbackRejectedError(413, "body too large")
+        self._check_timestamp(timestamp)
+        encrypted = _encrypted_field(raw, door.json_body)
+        plaintext = door.crypto.decrypt(encrypted, signature, timestamp, nonce)
+        received_at = self.bot.clock.now()
+        try:
+            update = door.parse(plaintext, received_at)
+        except DoorFormatError as exc:
+            raise CallbackRejectedError(400, f"unusable payload: {exc}") from None
+        key = update.message_id if update is not None else _fallback_key(plaintext)
+        item = inbox.Incoming(
+            door=door.door.value,
+            namespace=door.door.namespace,
+            event_key=key,
+            payload=store_form(plaintext, received_at),
+        )
+        return update, item
+
+    # -- health
+
+    async def healthz(self, _request: web.Request) -> web.StreamResponse:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(self, _request: web.Request) -> web.StreamResponse:
+        problems = []
+        try:
+            current = await asyncio.to_thread(self._current_heads)
+            if current != self._heads:
+                problems.append("migrations not applied")
+        except Exception as exc:
+            problems.append(f"database unreachable ({type(exc).__name__})")
+        if self._worker_task is None or self._worker_task.done():
+            problems.append("inbox worker not running")
+        if not self.writer.running:
+            problems.append("inbox writer not running")
+        if problems:
+            return web.json_response({"status": "unavailable", "problems": problems}, status=503)
+        return web.json_response({"status": "ready"})
+
+    def _current_heads(self) -> set[str]:
+        with self.bot.db.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+            return set(MigrationContext.configure(conn).get_current_heads())
+
+
+def _encrypted_field(raw: bytes, json_body: bool) -> str:
+    import json
+
+    if json_body:
+        try:
+            body = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            raise CallbackRejectedError(400, "body is not JSON") from None
+        value = body.get("encrypt") if isinstance(body, dict) else None
+        if not isinstance(value, str) or not value:
+            raise CallbackRejectedError(400, 'JSON body without a string "encrypt"')
+        return value
+    root = parse_xml(raw)
+    value = root.get("Encrypt")
+    if not isinstance(value, str) or not value:
+        raise CallbackRejectedError(400, "XML body without <Encrypt>")
+    return value
+
+
+def _fallback_key(plaintext: str) -> str:
+    from bot.doors.wire import stable_key
+
+    return stable_key("raw", plaintext)
+
+
+def _reject(door: Door, exc: CallbackRejectedError) -> web.Response:
+    CALLBACKS.inc(door=door.value, status=str(exc.status))
+    log.info("%s callback refused (%d): %s", door.value, exc.status, exc.reason)
+    return web.Response(status=exc.status, text=exc.reason)
+
+
+class _AibotPush:
+    """The delivery worker's AI-bot pusher over the long connection (which pushes markdown;
+    plain text is valid markdown)."""
+
+    def __init__(self, connection: AibotConnection) -> None:
+        self.connection = connection
+
+    async def push(self, chat_id: str, msgtype: str, content: str) -> None:
+        await self.connection.push(chat_id, content)
+
+
+def create_app(
+    bot: App,
+    env: Mapping[str, str] | None = None,
+    archive_source: ArchiveSource | None = None,
+    with_scheduler: bool = True,
+) -> web.Application:
+    """The aiohttp application for ``bot``: the callback doors, health, ``/metrics``, the
+    dashboard at ``/dashboard/`` and the scheduler's lifecycle. Door secrets come from ``env``
+    (default os.environ); ``archive_source`` replaces the native archive SDK (tests, demo)."""
+    server = Server(bot, env, archive_source)
+    # aiohttp's own limit is a backstop; the routes answer 413 themselves.
+    app = web.Application(client_max_size=server.settings.max_body_bytes + 1024)
+    app[SERVER_KEY] = server
+    for door in server.doors:
+        verify, receive = server.handlers(door)
+        path = getattr(server.settings, door.door.value).path
+        app.router.add_get(path, verify)
+        app.router.add_post(path, receive)
+    app.router.add_get("/healthz", server.healthz)
+    app.router.add_get("/readyz", server.readyz)
+    app.add_routes(
+        metrics_routes(inbox_collector(bot.db, bot.clock), lambda: queue_length_collector(bot.db))
+    )
+    app.add_subapp("/dashboard/", build_dashboard(bot, env))
+    app.on_startup.append(server.start)
+    app.on_cleanup.append(server.stop)
+    if with_scheduler and bot.settings.rhythm.enabled:
+        scheduler = CohortScheduler(bot)
+
+        async def start_scheduler(_app: web.Application) -> None:
+            scheduler.start()  # needs the running loop
+
+        async def stop_scheduler(_app: web.Application) -> None:
+            scheduler.shutdown()
+
+        app.on_startup.append(start_scheduler)
+        app.on_cleanup.append(stop_scheduler)
+    return app
+
+
+SERVER_KEY = web.AppKey("server", Server)
+
+
+async def serve(bot: App, host: str, port: int, stop: asyncio.Event | None = None) -> None:
+    """Serve until SIGTERM/SIGINT (or ``stop``); print the address once listening."""
+    app = create_app(bot)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    bound = runner.addresses[0]
+    print(f"cohortbot listening on http://{bound[0]}:{bound[1]}", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()

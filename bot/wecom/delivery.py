@@ -1,0 +1,424 @@
+"""The outbox delivery worker: claims due rows, sends them through WeCom, records the outcome.
+
+Channels resolve to WeCom calls here, at delivery time (so a config or roster change applies to
+queued messages):
+
+- ``group`` (and ``reply`` to a configured group): the group's ``post_via`` door: the robot
+  webhook (key from the env var named by ``robot_key_env``), the app group chat
+  (``appchat/send``), or the AI bot's active push through an :class:`AibotPusher`.
+- ``private`` (and ``reply`` to anyone else): an app message (``message/send``) to an internal
+  member; an ``add_msg_template`` task for an external learner, sent by the staff member who owns
+  the contact (``Member.owner_userid``).
+
+Delivery semantics. A row is claimed (compare-and-set, lease ``claim_lease_seconds``) in its own
+short transaction, sent with no transaction open, and marked sent in another short transaction
+right after WeCom answers. A worker that dies after claiming leaves the row to be taken again
+when the lease ends. The only double-send window is a death between WeCom's ok and the mark
+(milliseconds), and a call that timed out after WeCom accepted it (the retry sends it again):
+HTTP gives no way to close these, since WeCom's send calls take no idempotency key.
+The outbox key makes re-queues and replicas one row, so they never add a second send.
+
+Retries: network errors, timeouts and 5xx back off exponentially with jitter
+(``backoff_base_seconds * 2**(attempt-1)``, capped, times a random 0.5-1.0); 45009 waits at least
+a minute; other errcodes (oversized content, invalid key...) fail the row at once. Rate limits per
+bucket (robot 20/min, app message 30/min per member) are counted from the rows sent in the last
+60 s, so every replica sees the same count; a row over the limit is deferred to the moment a slot
+frees. Rows of one bucket go out in queue order (the parts of a long text stay in order).
+Time comes from the injected clock: tests advance a ``ManualClock`` and call
+:meth:`DeliveryWorker.deliver_due`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import random
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
+
+from bot import metrics
+from bot.clock import Clock
+from bot.config import GroupSettings, Settings
+from bot.outbound import Channel, Kind
+from bot.updates import SenderKind, sender_kind_of
+from bot.wecom.api import (
+    TOKEN_ERRORS,
+    ApiError,
+    RateLimitedError,
+    RetryableError,
+    WeComAPI,
+    WeComError,
+)
+from storage import outbox
+from storage.db import Database
+from storage.outbox import OutboxRow
+from storage.roster import Member
+
+log = logging.getLogger(__name__)
+
+IMAGE_LIMIT = 2 * 1024 * 1024
+WINDOW = timedelta(seconds=60)
+#: WeCom errcodes worth retrying later: -1 system busy (path/90313), and token errors that
+#: survived the API client's one refresh-and-retry.
+RETRYABLE_ERRCODES = frozenset({-1}) | TOKEN_ERRORS
+
+
+class AibotPusher(Protocol):
+    """Active push over the AI bot's long connection (``aibot_send_msg``, path/101463).
+
+    Implemented by the long-connection client; it raises
+    :class:`~bot.wecom.api.RetryableError` while the connection is down.
+    """
+
+    async def push(self, chat_id: str, msgtype: str, content: str) -> None: ...
+
+
+class UndeliverableError(Exception):
+    """The row cannot be sent as configured (no robot key, no owner, unsupported kind)."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where one row goes: the door, the WeCom target, and the door's rate limit per minute."""
+
+    door: str  # robot / appchat / aibot / app / template
+    target: str  # robot key env, app chat id, aibot chat id, userid, external userid
+    per_minute: int | None = None
+    sender: str = ""  # add_msg_template: the owning staff member
+
+
+@dataclass
+class Claimed:
+    row: OutboxRow
+    version: int
+    route: Route
+
+
+@dataclass
+class DeliveryReport:
+    """What one :meth:`DeliveryWorker.deliver_due` round did."""
+
+    sent: int = 0
+    retried: int = 0
+    deferred: int = 0
+    failed: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class DeliveryWorker:
+    """Delivers due outbox rows; safe to run in several processes on one database."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        api: WeComAPI,
+        clock: Clock,
+        *,
+        aibot: AibotPusher | None = None,
+        env: Mapping[str, str] | None = None,
+        rng: random.Random | None = None,
+        batch: int = 100,
+    ) -> None:
+        self.settings = settings
+        self.policy = settings.wecom
+        self.db = db
+        self.api = api
+        self.clock = clock
+        self.aibot = aibot
+        self.env = os.environ if env is None else env
+        self.rng = rng or random.Random()
+        self.batch = batch
+
+    # -- the loop --------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event, interval: float = 1.0) -> None:
+        """Deliver due rows every ``interval`` seconds until ``stop`` is set (``cohortbot run``)."""
+        while not stop.is_set():
+            try:
+                await self.deliver_due()
+            except Exception:
+                log.exception("outbox delivery round failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval)
+
+    async def deliver_due(self) -> DeliveryReport:
+        """One round: claim what is due now, send it, record the outcomes."""
+        report = DeliveryReport()
+        claimed = await self.claim_due(report)
+        by_bucket: dict[str, list[Claimed]] = defaultdict(list)
+        for item in claimed:
+            by_bucket[item.row.bucket].append(item)
+        await asyncio.gather(*(self._send_bucket(items, report) for items in by_bucket.values()))
+        return report
+
+    async def claim_due(self, report: DeliveryReport | None = None) -> list[Claimed]:
+        """Claim the due rows this worker may send now.
+
+        A bucket's rate limit is counted from its rows sent in the last minute plus the rows
+        claimed here; another worker cannot be sending the same bucket meanwhile, because its
+        claimed row (lease in the future) holds back the rest of the bucket (see
+        :func:`storage.outbox.due`). A row over the limit is deferred to the moment a slot frees.
+        """
+        report = report or DeliveryReport()
+        try:
+            return await self._claim_due(report)
+        except OperationalError as exc:
+            # Two workers claiming at once can meet in a deadlock (PostgreSQL aborts one) or a
+            # busy timeout (SQLite): this round claims nothing and the rows stay as they were.
+            log.warning("outbox claim round rolled back, retrying next round: %s", exc.orig)
+            return []
+
+    async def _claim_due(self, report: DeliveryReport) -> list[Claimed]:
+        now = self.clock.now()
+        lease = timedelta(seconds=self.policy.claim_lease_seconds)
+        claimed: list[Claimed] = []
+        async with self.db.unit_of_work() as uow:
+            session = uow.writer
+            windows: dict[str, list[datetime]] = {}
+            stopped: set[str] = set()
+            for row in outbox.due(session, now, self.batch):
+                assert row.id is not None
+                if row.bucket in stopped:
+                    continue
+                try:
+                    route = self._route(session, row)
+                except UndeliverableError as exc:
+                    outbox.reschedule(session, row.id, row.version, now, str(exc), failed=True)
+                    report.failed += 1
+                    report.errors.append(str(exc))
+                    metrics.OUTBOX_FAILURES.inc(channel=row.channel, reason=exc.reason)
+                    continue
+                if row.attempts >= self.policy.max_attempts:  # its last claim's lease ran out
+                    error = row.last_error or "gave up after the last claim expired"
+                    outbox.reschedule(session, row.id, row.version, now, error, failed=True)
+                    report.failed += 1
+                    metrics.OUTBOX_FAILURES.inc(channel=route.door, reason="gave_up")
+                    continue
+                if route.per_minute is not None:
+                    if row.bucket not in windows:
+                        windows[row.bucket] = outbox.sent_in_window(
+                            session, row.bucket, now - WINDOW
+                        )
+                    window = windows[row.bucket]
+                    if len(window) >= route.per_minute:
+                        # A slot frees when the oldest send in the window is a minute old.
+                        at = window[len(window) - route.per_minute] + WINDOW
+                        outbox.defer(session, row, at)
+                        stopped.add(row.bucket)
+                        report.deferred += 1
+                        continue
+                if not outbox.claim(session, row, now, lease):
+                    stopped.add(row.bucket)  # another worker is sending this bucket
+                    continue
+                if route.per_minute is not None:
+                    windows[row.bucket].append(now)
+                claimed.append(Claimed(row, row.version + 1, route))
+        return claimed
+
+    # -- sending ---------------------------------------------------------------------------
+
+    async def _send_bucket(self, items: list[Claimed], report: DeliveryReport) -> None:
+        """Send one bucket's rows in order; after a retryable failure, hand the rest back."""
+        lease = timedelta(seconds=self.policy.claim_lease_seconds)
+        for i, item in enumerate(items):
+            if i > 0:
+                # The rows before took time: renew this row's claim so its lease runs from now.
+                assert item.row.id is not None
+                async with self.db.unit_of_work() as uow:
+                    until = self.clock.now() + lease
+                    if not outbox.renew(uow.writer, item.row.id, item.version, until):
+                        log.warning("outbox row %s: claim lost, leaving it", item.row.id)
+                        return
+            retry_at = await self._send_one(item, report)
+            if retry_at is not None:
+                async with self.db.unit_of_work() as uow:
+                    for rest in items[i + 1 :]:
+                        assert rest.row.id is not None
+                        outbox.reschedule(
+                            uow.writer,
+                            rest.row.id,
+                            rest.version,
+                            retry_at,
+                            None,
+                            refund_attempt=True,
+                        )
+                return
+
+    async def _send_one(self, item: Claimed, report: DeliveryReport) -> datetime | None:
+        """Send one claimed row and record the outcome; the retry time if it will be retried."""
+        row, route = item.row, item.route
+        assert row.id is not None
+        try:
+            await self._call(row, route)
+        except (ApiError, UndeliverableError) as exc:
+            return await self._failed(item, exc, report)
+        except Exception as exc:  # a bug must not leave the row claimed until the lease ends
+            log.exception("outbox row %s: unexpected error", row.id)
+            return await self._failed(item, RetryableError(repr(exc), "unexpected"), report)
+        async with self.db.unit_of_work() as uow:
+            if not outbox.mark_sent(uow.writer, row.id, item.version, self.clock.now(), route.door):
+                log.warning("outbox row %s: claim lost before the mark (sent twice?)", row.id)
+        report.sent += 1
+        metrics.OUTBOX_SENT.inc(channel=route.door)
+        return None
+
+    async def _failed(
+        self, item: Claimed, exc: Exception, report: DeliveryReport
+    ) -> datetime | None:
+        row, route = item.row, item.route
+        assert row.id is not None
+        now = self.clock.now()
+        reason = getattr(exc, "reason", "error")
+        metrics.OUTBOX_FAILURES.inc(channel=route.door, reason=reason)
+        report.errors.append(str(exc))
+        retryable = isinstance(exc, RetryableError | RateLimitedError) or (
+            isinstance(exc, WeComError) and exc.errcode in RETRYABLE_ERRCODES
+        )
+        final = not retryable or row.attempts + 1 >= self.policy.max_attempts
+        at = (
+            now
+            if final
+            else now + self._backoff(row.attempts + 1, isinstance(exc, RateLimitedError))
+        )
+        async with self.db.unit_of_work() as uow:
+            outbox.reschedule(uow.writer, row.id, item.version, at, str(exc)[:500], failed=final)
+        log.warning(
+            "outbox row %s (%s) %s: %s", row.id, route.door, "failed" if final else "retry", exc
+        )
+        if final:
+            report.failed += 1
+            return None
+        report.retried += 1
+        return at
+
+    def _backoff(self, attempt: int, rate_limited: bool) -> timedelta:
+        """Exponential backoff with jitter; at least a minute after a 45009."""
+        delay = min(
+            self.policy.backoff_max_seconds, self.policy.backoff_base_seconds * 2 ** (attempt - 1)
+        )
+        if rate_limited:
+            return timedelta(seconds=max(60.0, delay) * (1 + 0.25 * self.rng.random()))
+        return timedelta(seconds=delay * (0.5 + 0.5 * self.rng.random()))
+
+    async def _call(self, row: OutboxRow, route: Route) -> None:
+        payload: dict[str, Any] = json.loads(row.payload)
+        kind = Kind(row.kind)
+        text = str(payload.get("text", ""))
+        if route.door == "robot":
+            key = self.env.get(route.target, "")
+            if not key:
+                raise UndeliverableError(
+                    f"env var {route.target} (robot key) is not set", "not_configured"
+                )
+            await self.api.webhook_send(key, _robot_body(kind, text, payload))
+        elif route.door == "appchat":
+            await self.api.appchat_send({"chatid": route.target, **_app_body(kind, text)})
+        elif route.door == "app":
+            await self.api.message_send({"touser": route.target, **_app_body(kind, text)})
+        elif route.door == "template":
+            if kind is Kind.IMAGE:
+                raise UndeliverableError(
+                    "images to external contacts are not supported", "unsupported"
+                )
+            await self.api.add_msg_template(
+                {
+                    "chat_type": "single",
+                    "external_userid": [route.target],
+                    "sender": route.sender,
+                    "text": {"content": text},
+                }
+            )
+        elif route.door == "aibot":
+            if self.aibot is None:
+                raise UndeliverableError(
+                    "no AI-bot long connection in this process", "not_configured"
+                )
+            if kind is Kind.IMAGE:
+                raise UndeliverableError("images over the AI bot are not supported", "unsupported")
+            await self.aibot.push(route.target, "markdown", text)
+        else:  # pragma: no cover - routes come from _route
+            raise UndeliverableError(f"unknown door {route.door}", "not_configured")
+
+    # -- routing ---------------------------------------------------------------------------
+
+    def _route(self, session: Session, row: OutboxRow) -> Route:
+        """Resolve a row's channel and target to a door (see the module docstring)."""
+        channel = Channel(row.channel)
+        group = self.settings.group(row.target) if channel is not Channel.PRIVATE else None
+        if group is not None:
+            return self._group_route(group)
+        if channel is Channel.GROUP:
+            raise UndeliverableError(f"group {row.target} is not configured", "not_configured")
+        member = session.get(Member, row.target)
+        kind = member.kind if member is not None else sender_kind_of(row.target).value
+        if kind == SenderKind.INTERNAL.value:
+            if Kind(row.kind) is Kind.IMAGE:
+                raise UndeliverableError(
+                    "app images need a media upload (not supported)", "unsupported"
+                )
+            return Route("app", row.target, self.policy.app_per_member_per_minute)
+        owner = member.owner_userid if member is not None else None
+        if not owner:
+            raise UndeliverableError(
+                f"external contact {row.target} has no owning staff member", "no_owner"
+            )
+        return Route("template", row.target, None, sender=owner)
+
+    def _group_route(self, group: GroupSettings) -> Route:
+        if group.post_via == "robot":
+            if not group.robot_key_env:
+                raise UndeliverableError(
+                    f"group {group.chat_id}: post_via = robot needs robot_key_env", "not_configured"
+                )
+            return Route("robot", group.robot_key_env, self.policy.robot_per_minute)
+        if group.post_via == "appchat":
+            return Route("appchat", group.appchat_id or group.chat_id)
+        return Route("aibot", group.aibot_chat_id or group.chat_id)
+
+
+def _robot_body(kind: Kind, text: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """A robot webhook message (path/91770)."""
+    if kind is Kind.IMAGE:
+        data = base64.b64decode(str(payload.get("image_b64", "")))
+        if len(data) > IMAGE_LIMIT:
+            raise UndeliverableError(f"image of {len(data)} bytes is over 2 MB", "too_large")
+        md5 = hashlib.md5(data).hexdigest()  # WeCom's checksum
+        return {"msgtype": "image", "image": {"base64": payload["image_b64"], "md5": md5}}
+    if kind is Kind.MARKDOWN:
+        return {"msgtype": "markdown", "markdown": {"content": text}}
+    body: dict[str, Any] = {"content": text}
+    if payload.get("mentions"):
+        body["mentioned_list"] = list(payload["mentions"])
+    return {"msgtype": "text", "text": body}
+
+
+def _app_body(kind: Kind, text: str) -> dict[str, Any]:
+    """An app message / app group chat body (path/90236, 90248)."""
+    if kind is Kind.MARKDOWN:
+        return {"msgtype": "markdown", "markdown": {"content": text}}
+    if kind is Kind.IMAGE:
+        raise UndeliverableError("app images need a media upload (not supported)", "unsupported")
+    return {"msgtype": "text", "text": {"content": text}}
+
+
+def queue_length_collector(db: Database) -> None:
+    """Set the outbox queue-length gauge from the database (register with
+    ``metrics.REGISTRY.collect_with(lambda: queue_length_collector(db))``)."""
+    with db.session() as session:
+        metrics.set_outbox_queue_length(outbox.queue_length(session))

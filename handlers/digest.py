@@ -1,0 +1,371 @@
+"""The teacher digest (SPEC §10): per group, who is active, check-in rate against the 7-day
+average, joins and leaves, the quiet list by risk with signals and a suggested script, milestones,
+top reviewers, hot topics, yesterday's nudges and whether they worked, success rates, pending
+redemptions and offers to approve. Markdown, split on line boundaries to fit WeCom's 4096 bytes.
+
+:func:`teacher_digest_job` is the scheduled job (issue 5 registers it per teacher at
+``nudges.digest_time``); :func:`group_digests` is what ``cohortbot digest`` prints.
+"""
+
+from __future__ import annotations
+
+import gc
+import warnings
+from collections.abc import Sequence
+from datetime import date, time, timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from sqlmodel import col
+
+from bot.clock import day_start, learning_day
+from bot.config import CohortSettings, Settings
+from bot.context import Context
+from bot.jobs import DailyJob, Run, per_teacher
+from bot.outbound import Channel, Kind, Outbound
+from bot.radar import (
+    SIGNAL_LABELS,
+    STAGE_LABELS,
+    GroupRadar,
+    MemberRisk,
+    Stage,
+    evaluate,
+    stage_of,
+)
+from handlers.nudges import choose, group_of, scenarios_for, values_for
+from storage import nudges as nudge_store
+from storage import points, roster
+from storage.messages import Message
+from storage.milestones import Badge
+from storage.radar import joins_and_leaves
+
+if TYPE_CHECKING:
+    from bot.app import App
+
+MARKDOWN_LIMIT = 4096
+MAX_QUIET_LINES = 60  # beyond this the list says "and N more" (the dashboard has all)
+
+
+# --- seams for other issues ------------------------------------------------------------------
+
+
+def pending_redemptions(session: Session, cohort: CohortSettings, chat_id: str) -> list[str]:
+    """One line per pending redemption made in this group, oldest first (``发放``/``取消``)."""
+    rows = [r for r in points.pending(session, cohort.id) if r.chat_id == chat_id]
+    names = roster.names(session, [r.member_id for r in rows])
+    return [f"#{r.id} {names[r.member_id]}：{r.name}（{r.cost} 分）" for r in rows]
+
+
+def milestones_reached_today(
+    session: Session, radar: GroupRadar, cohort: CohortSettings, day: date
+) -> list[tuple[str, int]]:
+    """The badges awarded in this group on learning day ``day`` (issue 4's milestone records)."""
+    start = day_start(day, cohort.timezone, cohort.day_start_hour)
+    stmt = select(Badge).where(
+        col(Badge.cohort_id) == cohort.id,
+        col(Badge.chat_id) == radar.chat_id,
+        col(Badge.created_at) >= start,
+        col(Badge.created_at) < start + timedelta(days=1),
+    )
+    badges = session.scalars(stmt.order_by(col(Badge.id))).all()
+    names = roster.names(session, [b.member_id for b in badges])
+    return [(names[b.member_id], b.milestone) for b in badges]
+
+
+# --- building --------------------------------------------------------------------------------
+
+
+def hot_topics(
+    session: Session, chat_ids: Sequence[str], day: date, k: int = 6
+) -> dict[str, list[str]]:
+    """Top jieba TF-IDF keywords of each group's messages on ``day`` (text still retained)."""
+    rows = session.execute(
+        select(col(Message.chat_id), col(Message.text)).where(
+            col(Message.chat_id).in_(list(chat_ids)),
+            col(Message.day) == day,
+            col(Message.recalled).is_(False),
+            col(Message.text).is_not(None),
+        )
+    ).all()
+    texts: dict[str, list[str]] = {}
+    for chat_id, text in rows:
+        if text:
+            texts.setdefault(chat_id, []).append(text)
+    if not texts:
+        return {}
+    out: dict[str, list[str]] = {}
+    extract = _extract_tags()
+    for chat_id, items in texts.items():
+        words = extract("\n".join(items), topK=k * 3)
+        out[chat_id] = [w for w in words if len(w) > 1 and not w.isdigit() and "打卡" not in w][:k]
+    return out
+
+
+def _extract_tags() -> Any:
+    """jieba's TF-IDF keyword extractor, imported on first use (the dictionary takes a moment).
+
+    jieba.analyse leaves its IDF file open at import; the file is closed here, with the
+    ResourceWarning silenced, instead of at some later garbage collection.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        import jieba.analyse
+
+        gc.collect()
+    return jieba.analyse.extract_tags
+
+
+def _pct(x: float) -> str:
+    return f"{x:.0%}"
+
+
+def _rate(worked: int, decided: int) -> str:
+    return f"{worked}/{decided}（{worked / decided:.0%}）" if decided else "—"
+
+
+def suggestion(
+    session: Session,
+    cohort: CohortSettings,
+    risk: MemberRisk,
+    day: date,
+    teacher: str,
+    postcards: tuple[str, ...],
+) -> tuple[str, str]:
+    """A suggested script id and text for a flagged learner (without consulting history)."""
+    choice = choose(
+        scenarios_for(risk, cohort, day, bool(postcards)),
+        risk.stage.value,
+        risk.level,
+        values_for(session, cohort, risk, day, teacher),
+        set(),
+        set(),
+        postcards,
+        set(),
+        f"{risk.member_id}:{day}",
+    )
+    return (choice.script.id, choice.text) if choice else ("—", "")
+
+
+def render_group(
+    session: Session,
+    settings: Settings,
+    cohort: CohortSettings,
+    radar: GroupRadar,
+    day: date,
+    joins: tuple[int, int],
+    topics: list[str],
+    nudges_yesterday: Sequence[nudge_store.Nudge],
+    nudges_today: dict[str, nudge_store.Nudge],
+    rates: tuple[dict[str, tuple[int, int]], dict[str, tuple[int, int]]],
+    offers: Sequence[nudge_store.Offer],
+    names: dict[str, str],
+) -> str:
+    """One group's digest as markdown."""
+    group = group_of(cohort, radar.chat_id)
+    title = group.name if group and group.name else radar.chat_id
+    n = cohort.cohort_day(day)
+    lines = [
+        f"## {title} · {cohort.course}",
+        f"{day:%Y-%m-%d} · 第{n}天（{STAGE_LABELS[stage_of(cohort, day)]}）",
+        f"**今日活跃** {radar.active_today}/{radar.total} 人 · 消息 {radar.messages_today} 条",
+    ]
+    total = radar.total or 1
+    lines.append(
+        f"**打卡** 今日 {radar.checkins_today} 人（{_pct(radar.checkins_today / total)}）"
+        f" · 近7日日均 {radar.checkin_avg7:.1f} 人（{_pct(radar.checkin_avg7 / total)}）"
+    )
+    lines.append(f"**进出群** 新加入 {joins[0]} · 退群 {joins[1]}")
+    flagged = radar.flagged
+    lines.append(f"### 潜水预警（{len(flagged)}人）")
+    if not flagged:
+        lines.append("今天没有需要关注的同学。")
+    teacher = names.get("__teacher__", "老师")
+    for i, m in enumerate(flagged[:MAX_QUIET_LINES], 1):
+        lines.append(
+            f"{i}. **{m.name}** {m.level_label} · 未发言{m.days_quiet}天 · 连续打卡{m.streak}天"
+            f" · {m.stage.label}"
+        )
+        lines.append(
+            "   > 信号：" + "；".join(f"{SIGNAL_LABELS[f.signal]}（{f.why}）" for f in m.fired)
+        )
+        planned = nudges_today.get(m.member_id)
+        if planned is not None:
+            script_id, text = planned.script_id, planned.text
+            state = {"sent": "已发送", "scheduled": "待发送", "held": "仅摘要"}.get(
+                planned.status, planned.status
+            )
+            lines.append(f"   > 今日私信（{state}）`{script_id}`：{text}")
+        else:
+            script_id, text = suggestion(
+                session, cohort, m, day, teacher, settings.nudges.postcards
+            )
+            lines.append(f"   > 建议话术 `{script_id}`：{text}")
+    if len(flagged) > MAX_QUIET_LINES:
+        lines.append(f"……另有 {len(flagged) - MAX_QUIET_LINES} 人，见看板。")
+    milestones = milestones_reached_today(session, radar, cohort, day)
+    lines.append("### 今日里程碑")
+    lines.append("、".join(f"{name}（第{d}天）" for name, d in milestones) if milestones else "无")
+    lines.append("### 点评之星")
+    lines.append(
+        "、".join(f"{name} {c}条" for _, name, c in radar.reviewers_today)
+        if radar.reviewers_today
+        else "无"
+    )
+    lines.append("### 热门话题")
+    lines.append(" · ".join(topics) if topics else "无")
+    worked = sum(1 for x in nudges_yesterday if x.worked)
+    sent = [x for x in nudges_yesterday if x.status == nudge_store.SENT]
+    lines.append(f"### 昨日私信提醒（发送 {len(sent)} · 已见效 {worked}）")
+    for x in nudges_yesterday:
+        mark = {True: "✅ 已回归", False: "❌ 未回应", None: "⏳ 观察中"}[x.worked]
+        if x.status == nudge_store.HELD:
+            mark = "📝 仅摘要（无法私信）"
+        lines.append(f"- {names.get(x.member_id, x.member_id)} · `{x.script_id}` · {mark}")
+    by_script, by_stage = rates
+    if by_script:
+        lines.append(
+            "成功率（按话术）："
+            + "；".join(f"`{k}` {_rate(*v)}" for k, v in sorted(by_script.items()))
+        )
+        lines.append(
+            "成功率（按阶段）："
+            + "；".join(f"{_stage_label(k)} {_rate(*v)}" for k, v in sorted(by_stage.items()))
+        )
+    redemptions = pending_redemptions(session, cohort, radar.chat_id)
+    lines.append(f"### 待处理兑换（{len(redemptions)}）")
+    lines.extend(f"- {r}" for r in redemptions) if redemptions else lines.append("无")
+    lines.append(f"### 待批准挽回方案（{len(offers)}）")
+    tiers = {t.id: t.name for t in settings.nudges.offers}
+    for o in offers:
+        lines.append(
+            f"- #{o.id} {names.get(o.member_id, o.member_id)} · {tiers.get(o.tier, o.tier)}"
+            f" · 批准请回复「批准 {o.id}」"
+        )
+    if not offers:
+        lines.append("无")
+    return "\n".join(lines)
+
+
+def _stage_label(code: str) -> str:
+    return STAGE_LABELS[Stage(code)] if code in Stage._value2member_map_ else code
+
+
+def group_digests(
+    session: Session,
+    settings: Settings,
+    cohort: CohortSettings,
+    chat_ids: Sequence[str],
+    day: date,
+    persist: bool = True,
+) -> dict[str, str]:
+    """The digest markdown of each of these groups on learning day ``day``."""
+    radar = evaluate(session, settings, cohort, chat_ids, day, persist=persist)
+    start = day_start(day, cohort.timezone, cohort.day_start_hour)
+    joins = joins_and_leaves(session, chat_ids, start, start + timedelta(days=1))
+    topics = hot_topics(session, chat_ids, day)
+    yesterday = nudge_store.of_groups_between(session, chat_ids, start - timedelta(days=1), start)
+    today_nudges: dict[str, dict[str, nudge_store.Nudge]] = {}
+    for x in nudge_store.of_day(session, chat_ids, day):
+        today_nudges.setdefault(x.chat_id, {})[x.member_id] = x
+    offers = nudge_store.pending_offers(session, chat_ids)
+    rates = nudge_store.success_rates_by_chat(session, chat_ids)
+    names: dict[str, str] = {m.member_id: m.name for g in radar.values() for m in g.members}
+    out: dict[str, str] = {}
+    for chat_id in chat_ids:
+        group = group_of(cohort, chat_id)
+        teacher_id = group.teachers[0] if group and group.teachers else ""
+        names["__teacher__"] = names.get(teacher_id, "老师") if teacher_id else "老师"
+        out[chat_id] = render_group(
+            session,
+            settings,
+            cohort,
+            radar[chat_id],
+            day,
+            joins.get(chat_id, (0, 0)),
+            topics.get(chat_id, []),
+            [x for x in yesterday if x.chat_id == chat_id],
+            today_nudges.get(chat_id, {}),
+            rates.get(chat_id, ({}, {})),
+            [o for o in offers if o.chat_id == chat_id],
+            names,
+        )
+    return out
+
+
+def split_markdown(text: str, limit: int = MARKDOWN_LIMIT) -> list[str]:
+    """Split on line boundaries into parts of at most ``limit`` UTF-8 bytes; a single line longer
+    than the limit is cut at a character boundary."""
+    parts: list[str] = []
+    current: list[str] = []
+    size = 0
+    for line in text.split("\n"):
+        while len(line.encode()) > limit:
+            cut = limit
+            raw = line.encode()[:cut]
+            piece = raw.decode("utf-8", errors="ignore")
+            if current:
+                parts.append("\n".join(current))
+                current, size = [], 0
+            parts.append(piece)
+            line = line[len(piece) :]
+        extra = len(line.encode()) + (1 if current else 0)
+        if current and size + extra > limit:
+            parts.append("\n".join(current))
+            current, size = [], 0
+            extra = len(line.encode())
+        current.append(line)
+        size += extra
+    if current:
+        parts.append("\n".join(current))
+    return [p for p in parts if p.strip()]
+
+
+async def send_digests(ctx: Context, teacher_id: str, cohort_id: str | None = None) -> int:
+    """Queue one teacher the digest of each of their groups (GroupSettings.teachers) as app
+    message markdown, split to fit 4096 bytes. Returns the number of messages queued."""
+    now = ctx.clock.now()
+    queued = 0
+    for cohort in ctx.settings.cohorts:
+        if cohort_id is not None and cohort.id != cohort_id:
+            continue
+        chat_ids = [g.chat_id for g in cohort.groups if teacher_id in g.teachers]
+        if not chat_ids:
+            continue
+        day = learning_day(now, cohort.timezone, cohort.day_start_hour)
+        digests = group_digests(ctx.session, ctx.settings, cohort, chat_ids, day)
+        for chat_id in chat_ids:
+            for i, part in enumerate(split_markdown(digests[chat_id])):
+                await ctx.send(
+                    Outbound(
+                        channel=Channel.PRIVATE,
+                        to=teacher_id,
+                        text=part,
+                        kind=Kind.MARKDOWN,
+                        key=f"digest:{teacher_id}:{chat_id}:{day}:{i}",
+                    )
+                )
+                queued += 1
+    return queued
+
+
+async def digest_job(ctx: Context, run: Run) -> None:
+    """The scheduler's per-teacher daily job (``run.target`` is the teacher)."""
+    await send_digests(ctx, str(run.target), run.cohort_id)
+
+
+def jobs(settings: Settings) -> list[DailyJob]:
+    """One digest job per teacher and cohort at ``[nudges] digest_time`` (default 21:40)."""
+    hour, minute = settings.nudges.digest_time
+    return per_teacher(settings, "digest", time(hour % 24, minute), digest_job)
+
+
+async def teacher_digest_job(app: App, teacher_id: str) -> int:
+    """:func:`send_digests` in a unit of work of its own (tests, ``cohortbot`` tools)."""
+    async with app.db.unit_of_work() as uow:
+        return await send_digests(app.pipeline.context(uow), teacher_id)
+
+
+def teacher_ids(settings: Settings) -> list[str]:
+    """Every teacher named in a group (one digest job each)."""
+    return sorted({t for c in settings.cohorts for g in c.groups for t in g.teachers})

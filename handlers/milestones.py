@@ -1,0 +1,110 @@
+"""Milestones (SPEC §5): when a learner's streak (or total check-in days, per
+``streaks.milestone_basis``) reaches a milestone day of the cohort, a congratulation in the group
+@-mentioning them (words from
+``scripts_library/milestones.toml``), the milestone bonus and a badge, exactly once per learner
+per milestone: the badge's unique constraint decides, so a redelivered message or a second
+replica finds the badge taken and does nothing.
+
+The evidence card image (SPEC §9, issue 7) plugs in through ``ctx.card_renderer``; without one the
+congratulation is text only.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+from bot.config import CohortSettings
+from bot.context import Context
+from bot.dispatcher import Router, in_cohort_group
+from bot.outbound import Channel, Kind, Outbound
+from bot.updates import Update
+from handlers import points as points_handlers
+from scripts_library.toml_scripts import render
+from storage import checkins, roster
+from storage import milestones as store
+from storage import points as ledger
+
+router = Router("milestones")
+
+
+async def check_milestones(
+    ctx: Context, cohort: CohortSettings, member_id: str, chat_id: str, day: date
+) -> list[int]:
+    """Celebrate every milestone the member has reached and not been celebrated for; return them.
+
+    ``day`` is the learning day the streak is measured at (the check-in's day). A streak that
+    jumps past a milestone (a make-up card filling a gap) still earns it.
+    """
+    basis = ctx.settings.streaks.milestone_basis
+    # The writer: check-ins and badges are written directly, never buffered (see storage.uow).
+    days = [c.day for c in checkins.of_member(ctx.uow.writer, cohort.id, member_id)]
+    streak = checkins.streak_of(days, day)
+    value = streak.total if basis == "total" else streak.current
+    reached = []
+    for milestone in cohort.milestone_days:
+        if milestone > value:
+            break
+        if not store.claim(
+            ctx.uow.writer, cohort.id, member_id, milestone, chat_id, basis, ctx.clock.now()
+        ):
+            continue
+        reached.append(milestone)
+        await _celebrate(ctx, cohort, member_id, chat_id, milestone, basis, day)
+    return reached
+
+
+async def _celebrate(
+    ctx: Context,
+    cohort: CohortSettings,
+    member_id: str,
+    chat_id: str,
+    milestone: int,
+    basis: str,
+    day: date,
+) -> None:
+    key = f"milestone:{cohort.id}:{member_id}:{milestone}"
+    bonus = ctx.settings.points.milestone_bonus.get(milestone, 0)
+    if bonus:
+        points_handlers.award(
+            ctx,
+            cohort=cohort,
+            member_id=member_id,
+            reason=ledger.MILESTONE,
+            key=key,
+            points=bonus,
+            day=day,
+            note=f"{milestone}天",
+        )
+    name = roster.names(ctx.session, [member_id])[member_id]
+    fields: dict[str, object] = {
+        "name": name,
+        "days": milestone,
+        "basis": "累计打卡" if basis == "total" else "连续打卡",
+        "bonus": bonus,
+        "course": cohort.course,
+    }
+    text = render("milestones", "congratulation", seed=key, **fields)
+    await ctx.send(
+        Outbound(channel=Channel.GROUP, to=chat_id, text=text, mentions=(member_id,), key=key)
+    )
+    if ctx.card_renderer is not None:
+        image = ctx.card_renderer(
+            ctx, "milestone", {**fields, "member_id": member_id, "cohort_id": cohort.id}
+        )
+        if image:
+            await ctx.send(
+                Outbound(
+                    channel=Channel.GROUP,
+                    to=chat_id,
+                    kind=Kind.IMAGE,
+                    image=image,
+                    key=f"{key}:card",
+                )
+            )
+
+
+@router.message(in_cohort_group, lambda u, c: c.facts.checkin_id is not None)
+async def on_checkin(update: Update, ctx: Context) -> None:
+    """Every new check-in may complete a milestone."""
+    assert ctx.cohort is not None and ctx.facts.day is not None
+    await check_milestones(ctx, ctx.cohort, update.sender_id, update.chat_id, ctx.facts.day)

@@ -1,0 +1,675 @@
+"""Private nudges (SPEC §8): choosing a script for a flagged learner, timing (nudge windows,
+quiet hours, spread away from :00 and :30, one per learner per 3 days, WeCom's per-customer
+limit), opt-out, the offers ladder with teacher approval, effectiveness, and the leader commands
+``阶段`` and ``潜水``.
+
+The jobs take their "now" from the app's clock; the scheduler (issue 5) registers them:
+:func:`nudge_job` (plan and send; every 15-30 minutes), :func:`nudge_send_job` (send what is due;
+cheap, every minute or at :func:`next_nudge_due`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from typing import TYPE_CHECKING
+
+from sqlalchemy.orm import Session
+
+from bot.clock import day_start, learning_day
+from bot.config import CohortSettings, GroupSettings, NudgeSettings, OfferTier, Settings
+from bot.context import Context
+from bot.jobs import DailyJob, Run, per_cohort
+from bot.metrics import NUDGES_SENT
+from bot.outbound import Channel, Outbound
+from bot.radar import SIGNAL_LABELS, STAGE_LABELS, MemberRisk, Signal, Stage, evaluate, parse_stage
+from bot.updates import Update
+from handlers.commands import Call, CommandSet, Role, UsageError, reply, role_of
+from scripts_library import nudges as library
+from storage import nudges as store
+from storage import points, roster, schedule
+from storage import radar as radar_store
+from storage.nudges import Nudge, Offer
+
+if TYPE_CHECKING:
+    from bot.app import App
+
+commands = CommandSet("nudges")
+
+APP_MESSAGE = "app_message"
+MSG_TEMPLATE = "add_msg_template"
+NO_ROUTE = "none"
+
+
+# --- seams for other issues ------------------------------------------------------------------
+
+
+def points_balance(session: Session, cohort_id: str, member_id: str) -> int:
+    """A learner's ledger balance, for ``{points}``."""
+    return points.balance(session, cohort_id, member_id)
+
+
+# --- delivery --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Route:
+    """How a private message reaches a member.
+
+    ``app_message``: an app message to an internal member (企业微信 message/send).
+    ``add_msg_template``: a 群发 task created for the owning staff member, who must confirm it
+    (客户联系 externalcontact/add_msg_template, ``chat_type=single``, ``sender`` = the owner).
+    ``none``: no way to reach them privately; the nudge is only listed in the digest.
+    """
+
+    kind: str
+    to: str
+    sender: str | None = None
+    reason: str = ""
+
+
+def delivery_route(member_id: str, kind: str, owner_userid: str | None) -> Route:
+    """Pick the delivery for a member by kind: app message for internal members, an
+    ``add_msg_template`` task through the owning staff member for external learners."""
+    if kind == "internal":
+        return Route(APP_MESSAGE, member_id)
+    if owner_userid:
+        return Route(MSG_TEMPLATE, member_id, sender=owner_userid)
+    return Route(NO_ROUTE, member_id, reason="没有归属员工，无法私信，仅列入摘要")
+
+
+# --- timing ----------------------------------------------------------------------------------
+
+
+def _t(hm: tuple[int, int]) -> time:
+    return time(23, 59, 59) if hm[0] >= 24 else time(hm[0], hm[1])
+
+
+def window_of(local: datetime, ns: NudgeSettings) -> tuple[time, time]:
+    """Today's nudge window (weekdays vs weekends) in local time."""
+    start, end = ns.weekday_window if local.weekday() < 5 else ns.weekend_window
+    return _t(start), _t(end)
+
+
+def in_quiet_hours(local: datetime, ns: NudgeSettings) -> bool:
+    start, end = _t(ns.quiet_hours[0]), _t(ns.quiet_hours[1])
+    now = local.time()
+    if start <= end:
+        return start <= now < end
+    return now >= start or now < end
+
+
+def may_send_at(local: datetime, ns: NudgeSettings) -> bool:
+    """Inside today's nudge window and outside quiet hours."""
+    start, end = window_of(local, ns)
+    return start <= local.time() < end and not in_quiet_hours(local, ns)
+
+
+def _spread_ok(minute: int) -> bool:
+    """Keep away from the :00 and :30 bursts (two minutes either side)."""
+    return minute % 30 not in (28, 29, 0, 1, 2)
+
+
+def pick_send_time(local_now: datetime, ns: NudgeSettings, seed: str) -> datetime:
+    """A send time in the rest of today's window, at a minute away from :00/:30, spread
+    deterministically by ``seed`` (so learners do not all get their nudge at once)."""
+    start, end = window_of(local_now, ns)
+    day = local_now.date()
+    tz = local_now.tzinfo
+    lo = max(
+        local_now.replace(second=0, microsecond=0) + timedelta(minutes=1),
+        datetime.combine(day, start, tz),
+    )
+    hi = datetime.combine(day, end, tz)
+    slots = []
+    t = lo
+    while t < hi:
+        if _spread_ok(t.minute) and not in_quiet_hours(t, ns):
+            slots.append(t)
+        t += timedelta(minutes=1)
+    if not slots:
+        return local_now
+    h = int(hashlib.sha256(seed.encode()).hexdigest()[:8], 16)
+    return slots[h % len(slots)]
+
+
+# --- choosing --------------------------------------------------------------------------------
+
+
+def scenarios_for(
+    risk: MemberRisk, cohort: CohortSettings, today: date, postcards: bool
+) -> list[str]:
+    """The scenarios worth a script for this learner, best first (stage x signals x risk)."""
+    s = set(risk.signals)
+    out: list[str] = []
+    if risk.stage is Stage.AFTER:
+        out += ["reactivation", "next_cohort"]
+    if risk.level >= 3:
+        out.append("high_risk_care")
+    if Signal.IGNORED_NUDGE in s:
+        out.append("ignored_nudge")
+    if Signal.NO_INTRO in s:
+        out.append("never_spoken" if Signal.SILENCE in s else "no_intro")
+    if Signal.SILENCE in s:
+        stage_specific = {
+            Stage.ADAPTING: "slump",
+            Stage.SPRINT: "sprint_push",
+            Stage.CLOSING: "closing_wrapup",
+        }.get(risk.stage)
+        if stage_specific:
+            out.append(stage_specific)
+        out.append("long_silence")
+    if Signal.STREAK_BROKEN in s:
+        out.append("broken_streak")
+    if Signal.NO_CHECKIN in s:
+        out.append("missed_checkins")
+    nxt = next_milestone(cohort, risk.streak)
+    if risk.streak > 0 and nxt is not None and nxt - risk.streak <= 2:
+        out.append("milestone_near")
+    if Signal.CHECKIN_DROP in s:
+        out.append("checkin_drop")
+    if Signal.VOLUME_DROP in s:
+        out.append("volume_drop")
+    if Signal.LOW_PROGRESS in s:
+        out += ["low_progress", "homework_missing"]
+    if risk.holding:
+        out.append("after_leave")
+    if today.weekday() >= 5:
+        out.append("weekend_catchup")
+    if risk.stage in (Stage.ADVANCING, Stage.SPRINT):
+        out.append("low_reviews")
+    out += ["long_silence", "missed_checkins"]
+    if postcards:
+        out.append("knowledge_postcard")
+    seen: set[str] = set()
+    return [x for x in out if not (x in seen or seen.add(x))]  # type: ignore[func-returns-value]
+
+
+def next_milestone(cohort: CohortSettings, streak: int) -> int | None:
+    return next((m for m in cohort.milestone_days if m > streak), None)
+
+
+@dataclass(frozen=True)
+class Choice:
+    script: library.Script
+    variant: int
+    text: str
+    postcard: int | None
+
+
+def text_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+def choose(
+    scenarios: list[str],
+    stage: str,
+    level: int,
+    values: dict[str, object],
+    used: set[tuple[str, int]],
+    used_hashes: set[str],
+    postcards: tuple[str, ...],
+    used_postcards: set[int],
+    seed: str,
+) -> Choice | None:
+    """The first script variant for these scenarios this learner has never received."""
+    free_cards = [i for i in range(len(postcards)) if i not in used_postcards]
+    rot = int(hashlib.sha256(seed.encode()).hexdigest()[:6], 16)
+    for scenario in scenarios:
+        for script in library.candidates(scenario, stage, level):
+            n = len(script.variants)
+            for k in range(n):
+                v = (k + rot) % n
+                if (script.id, v) in used:
+                    continue
+                template = script.variants[v]
+                names = library.fields(template)
+                card = None
+                vals = dict(values)
+                if "postcard" in names:
+                    if not free_cards:
+                        continue
+                    card = free_cards[0]
+                    vals["postcard"] = postcards[card]
+                if any(name not in vals or vals[name] in (None, "") for name in names):
+                    continue
+                text = library.render(template, vals)
+                if text_hash(text) in used_hashes:
+                    continue
+                return Choice(script, v, text, card)
+    return None
+
+
+# --- the jobs --------------------------------------------------------------------------------
+
+
+_GROUPS: dict[int, tuple[CohortSettings, dict[str, GroupSettings]]] = {}
+
+
+def group_of(cohort: CohortSettings, chat_id: str) -> GroupSettings | None:
+    """A cohort's group by chat id (a dict lookup: digests ask this once per learner). Keyed by
+    identity: hashing a cohort with 1,000 groups on every call would cost more than the scan."""
+    entry = _GROUPS.get(id(cohort))
+    if entry is None or entry[0] is not cohort:
+        entry = _GROUPS[id(cohort)] = (cohort, {g.chat_id: g for g in cohort.groups})
+    return entry[1].get(chat_id)
+
+
+def _teacher_name(session: Session, cohort: CohortSettings, chat_id: str) -> str:
+    group = group_of(cohort, chat_id)
+    if group is None or not group.teachers:
+        return "老师"
+    return roster.names(session, [group.teachers[0]]).get(group.teachers[0], "老师") or "老师"
+
+
+def values_for(
+    session: Session, cohort: CohortSettings, risk: MemberRisk, today: date, teacher: str
+) -> dict[str, object]:
+    """The placeholder values for one learner (user data, rendered literally)."""
+    nxt = next_milestone(cohort, risk.streak)
+    group = group_of(cohort, risk.chat_id)
+    values: dict[str, object] = {
+        "name": risk.name,
+        "days_quiet": risk.days_quiet,
+        "streak": risk.streak,
+        "points": points_balance(session, cohort.id, risk.member_id),
+        "course": cohort.course,
+        "teacher": teacher,
+        "stage": STAGE_LABELS[risk.stage],
+        "cohort_day": max(1, cohort.cohort_day(today)),
+        "days_left": max(0, (cohort.end_date - today).days),
+        "group": group.name if group and group.name else cohort.course,
+    }
+    if nxt is not None:
+        values["next_milestone"] = nxt
+        values["days_to_milestone"] = nxt - risk.streak
+    return values
+
+
+def plan_nudges(
+    session: Session, settings: Settings, cohort: CohortSettings, now: datetime
+) -> list[Nudge]:
+    """Plan today's nudges for a cohort's flagged learners (idempotent per learner and day),
+    and propose offers by risk level. Returns the nudges planned now."""
+    ns = settings.nudges
+    today = learning_day(now, cohort.timezone, cohort.day_start_hour)
+    local = now.astimezone(cohort.timezone)
+    chat_ids = [g.chat_id for g in cohort.groups]
+    radar = evaluate(session, settings, cohort, chat_ids, today)
+    flagged = [m for g in radar.values() for m in g.flagged]
+    if not flagged:
+        return []
+    ids = [m.member_id for m in flagged]
+    out_of = store.opted_out(session, ids)
+    last = store.last_nudge_day(session, ids)
+    planned: list[Nudge] = []
+    teachers: dict[str, str] = {}
+    for risk in flagged:
+        if risk.member_id in out_of:
+            continue
+        propose_offer(session, cohort, risk, now, ns.offers)
+        prev = last.get(risk.member_id)
+        if prev is not None and (today - prev).days < ns.min_days_between:
+            continue
+        if risk.chat_id not in teachers:
+            teachers[risk.chat_id] = _teacher_name(session, cohort, risk.chat_id)
+        used, hashes = store.used_texts(session, risk.member_id)
+        choice = choose(
+            scenarios_for(risk, cohort, today, bool(ns.postcards)),
+            risk.stage.value,
+            risk.level,
+            values_for(session, cohort, risk, today, teachers[risk.chat_id]),
+            used,
+            hashes,
+            ns.postcards,
+            store.used_postcards(session, risk.member_id),
+            f"{risk.member_id}:{today}",
+        )
+        if choice is None:
+            continue
+        route = delivery_route(risk.member_id, risk.kind, risk.owner_userid)
+        at = pick_send_time(local, ns, f"{risk.chat_id}:{risk.member_id}:{today}")
+        nudge = Nudge(
+            cohort_id=cohort.id,
+            chat_id=risk.chat_id,
+            member_id=risk.member_id,
+            day=today,
+            script_id=choice.script.id,
+            variant=choice.variant,
+            scenario=choice.script.scenario,
+            stage=risk.stage.value,
+            level=risk.level,
+            signals=",".join(s.value for s in risk.signals),
+            text=choice.text,
+            text_hash=text_hash(choice.text),
+            route=route.kind,
+            status=store.HELD if route.kind == NO_ROUTE else store.SCHEDULED,
+            scheduled_at=now if route.kind == NO_ROUTE else at,
+            postcard=choice.postcard,
+        )
+        planned.append(store.add(session, nudge))
+        last[risk.member_id] = today
+    return planned
+
+
+def propose_offer(
+    session: Session,
+    cohort: CohortSettings,
+    risk: MemberRisk,
+    now: datetime,
+    tiers: tuple[OfferTier, ...],
+) -> Offer | None:
+    """Propose the next rung of the offers ladder the learner's risk level reaches (one open
+    proposal at a time; each tier at most once per learner and cohort)."""
+    offers = store.offers_of(session, risk.member_id, cohort.id)
+    if any(o.status in (store.PROPOSED, store.APPROVED) for o in offers):
+        return None
+    given = {o.tier for o in offers}
+    for tier in tiers:
+        if tier.id in given or tier.min_level > risk.level:
+            continue
+        offer = Offer(
+            cohort_id=cohort.id,
+            chat_id=risk.chat_id,
+            member_id=risk.member_id,
+            tier=tier.id,
+            level=risk.level,
+            proposed_at=now,
+        )
+        session.add(offer)
+        session.flush()
+        return offer
+    return None
+
+
+async def send_due(ctx: Context) -> int:
+    """Send the nudges and approved offers that are due, inside the window; return how many."""
+    now = ctx.clock.now()
+    settings = ctx.settings
+    ns = settings.nudges
+    sent = 0
+    session = ctx.session
+    cohorts = {c.id: c for c in settings.cohorts}
+    for n in store.due(session, now):
+        cohort = cohorts.get(n.cohort_id)
+        if cohort is None or n.id is None:
+            continue
+        local = now.astimezone(cohort.timezone)
+        today = learning_day(now, cohort.timezone, cohort.day_start_hour)
+        if not may_send_at(local, ns):
+            if today > n.day or local.time() >= window_of(local, ns)[1]:
+                store.mark(session, n.id, store.EXPIRED)
+            continue
+        if n.route == MSG_TEMPLATE and _customer_limit_reached(
+            session, settings, cohort, n.member_id, now
+        ):
+            store.mark(session, n.id, store.HELD)
+            continue
+        await ctx.send(
+            Outbound(channel=Channel.PRIVATE, to=n.member_id, text=n.text, key=f"nudge:{n.id}")
+        )
+        store.mark(session, n.id, store.SENT, now)
+        NUDGES_SENT.inc(channel=n.route)
+        sent += 1
+    sent += await _send_offers(ctx, now)
+    return sent
+
+
+async def nudge_send_job(app: App) -> int:
+    """:func:`send_due` in a unit of work of its own (tests, ``cohortbot`` tools)."""
+    async with app.db.unit_of_work() as uow:
+        return await send_due(app.pipeline.context(uow))
+
+
+def _customer_limit_reached(
+    session: Session, settings: Settings, cohort: CohortSettings, member_id: str, now: datetime
+) -> bool:
+    today = learning_day(now, cohort.timezone, cohort.day_start_hour)
+    start = day_start(today, cohort.timezone, cohort.day_start_hour)
+    count = store.templates_sent_on(session, member_id, start, start + timedelta(days=1))
+    return count >= settings.nudges.per_customer_daily_limit
+
+
+async def _send_offers(ctx: Context, now: datetime) -> int:
+    session = ctx.session
+    settings = ctx.settings
+    sent = 0
+    for offer in store.approved_unsent(session):
+        try:
+            cohort = settings.cohort(offer.cohort_id)
+        except KeyError:
+            continue
+        if not may_send_at(now.astimezone(cohort.timezone), settings.nudges):
+            continue
+        member = session.get(roster.Member, offer.member_id)
+        kind = member.kind if member else "external"
+        route = delivery_route(offer.member_id, kind, member.owner_userid if member else None)
+        if route.kind == NO_ROUTE:
+            continue
+        if route.kind == MSG_TEMPLATE and _customer_limit_reached(
+            session, settings, cohort, offer.member_id, now
+        ):
+            continue
+        tier = next((t for t in settings.nudges.offers if t.id == offer.tier), None)
+        if tier is None:
+            continue
+        text = offer_text(
+            session, cohort, offer, tier.text, member.name if member else offer.member_id
+        )
+        await ctx.send(
+            Outbound(
+                channel=Channel.PRIVATE, to=offer.member_id, text=text, key=f"offer:{offer.id}"
+            )
+        )
+        offer.status = store.OFFER_SENT
+        offer.sent_at = now
+        sent += 1
+    session.flush()
+    return sent
+
+
+def offer_text(
+    session: Session, cohort: CohortSettings, offer: Offer, tier_text: str, name: str
+) -> str:
+    """The offer message: an ``offer`` script variant (rotating by offer id) around the tier."""
+    scripts = library.candidates("offer", "sprint", max(1, offer.level))
+    script = scripts[0] if scripts else None
+    teacher = _teacher_name(session, cohort, offer.chat_id)
+    if script is None:
+        return f"{name}，{tier_text}"
+    template = script.variants[(offer.id or 0) % len(script.variants)]
+    return library.render(template, {"name": name, "offer": tier_text, "teacher": teacher})
+
+
+def plan_cohort(ctx: Context, cohort: CohortSettings) -> list[Nudge]:
+    """Settle earlier nudges' effectiveness and plan ``cohort``'s nudges if its window is open;
+    each planned send gets a durable scheduler timer at its minute."""
+    now = ctx.clock.now()
+    settings = ctx.settings
+    store.settle_effectiveness(ctx.session, now, settings.radar.ignored_nudge_hours)
+    if not settings.nudges.enabled or not may_send_at(
+        now.astimezone(cohort.timezone), settings.nudges
+    ):
+        return []
+    planned = plan_nudges(ctx.session, settings, cohort, now)
+    for n in planned:
+        if n.status == store.SCHEDULED and n.id is not None:
+            schedule.add_timer(ctx.session, f"nudge.send:{n.id}", SEND_TIMER, n.scheduled_at, now)
+    return planned
+
+
+async def plan_job(ctx: Context, run: Run) -> None:
+    """Scheduler job at the start of each nudge window: plan the run's cohort, send what is due."""
+    cohort = ctx.cohort if ctx.cohort is not None else ctx.settings.cohort(str(run.cohort_id))
+    plan_cohort(ctx, cohort)
+    await send_due(ctx)
+
+
+async def send_timer(ctx: Context, run: Run) -> None:
+    """Scheduler timer at a planned nudge's minute."""
+    await send_due(ctx)
+
+
+SEND_TIMER = "nudge.send"
+TIMERS = {SEND_TIMER: send_timer}
+
+
+def jobs(settings: Settings) -> list[DailyJob]:
+    """Nudge planning once at the start of each window (weekdays and weekends differ), a minute
+    in so the window is open. Sends then run on their timers."""
+    ns = settings.nudges
+    starts = sorted({ns.weekday_window[0], ns.weekend_window[0]})
+    return [
+        job
+        for hm in starts
+        for job in per_cohort(
+            settings,
+            f"nudge.plan.{hm[0]:02d}{hm[1]:02d}",
+            (datetime.combine(date.min, _t(hm)) + timedelta(minutes=1)).time(),
+            plan_job,
+        )
+    ]
+
+
+async def nudge_job(app: App) -> int:
+    """Plan every cohort's nudges and send what is due, in one unit of work (tests, tools).
+    Returns how many nudges were planned."""
+    async with app.db.unit_of_work() as uow:
+        ctx = app.pipeline.context(uow)
+        planned = sum(len(plan_cohort(ctx, cohort)) for cohort in app.settings.cohorts)
+        await send_due(ctx)
+    return planned
+
+
+async def next_nudge_due(app: App) -> datetime | None:
+    """When the next planned nudge is due (the scheduler can add a one-shot trigger there)."""
+    async with app.db.unit_of_work() as uow:
+        return store.next_due(uow.session)
+
+
+# --- commands --------------------------------------------------------------------------------
+
+
+@commands.command("免打扰", "mute", usage="免打扰", summary="不再接收私信学习提醒")
+async def opt_out(update: Update, ctx: Context, call: Call) -> None:
+    store.set_opt_out(ctx.session, update.sender_id, True, ctx.clock.now())
+    await reply(update, ctx, "好的，已为你关闭私信学习提醒。想恢复时发送“恢复提醒”即可。")
+
+
+@commands.command("恢复提醒", "unmute", usage="恢复提醒", summary="重新接收私信学习提醒")
+async def opt_in(update: Update, ctx: Context, call: Call) -> None:
+    store.set_opt_out(ctx.session, update.sender_id, False, ctx.clock.now())
+    await reply(update, ctx, "好的，已为你恢复私信学习提醒。")
+
+
+@commands.command(
+    "阶段",
+    "stage",
+    role=Role.LEADER,
+    usage="阶段 @某人 <新人期|适应期|进阶期|冲刺期|结营期|结营后|自动>",
+    summary="调整学员的学习阶段（话术按阶段选择）",
+    group_only=True,
+)
+async def set_stage(update: Update, ctx: Context, call: Call) -> None:
+    if len(call.mentions) != 1 or len(call.words) != 1:
+        raise UsageError("请 @ 一位学员并写明阶段")
+    cohort = ctx.settings.cohort_of(update.chat_id)
+    if cohort is None:
+        raise UsageError("本群没有配置训练营")
+    member = call.mentions[0]
+    name = roster.names(ctx.session, [member])[member]
+    word = call.words[0]
+    if word in ("自动", "auto"):
+        radar_store.set_stage(
+            ctx.session, cohort.id, member, None, update.sender_id, ctx.clock.now()
+        )
+        await reply(update, ctx, f"已恢复 {name} 的阶段为按开营天数自动计算。")
+        return
+    stage = parse_stage(word)
+    if stage is None:
+        raise UsageError(f"不认识的阶段「{word}」")
+    radar_store.set_stage(
+        ctx.session, cohort.id, member, stage.value, update.sender_id, ctx.clock.now()
+    )
+    await reply(update, ctx, f"已将 {name} 的阶段设为「{stage.label}」。")
+
+
+@commands.command(
+    "批准", "approve", role=Role.LEADER, usage="批准 <提议号>", summary="批准给学员的挽回方案"
+)
+async def approve(update: Update, ctx: Context, call: Call) -> None:
+    if len(call.words) != 1 or not call.words[0].lstrip("#").isdigit():
+        raise UsageError("请写提议号")
+    offer = store.get_offer(ctx.session, int(call.words[0].lstrip("#")))
+    if offer is None or role_of(ctx.settings, offer.chat_id, update.sender_id) < Role.LEADER:
+        await reply(update, ctx, "没有找到这个提议号。")
+        return
+    if offer.status != store.PROPOSED:
+        await reply(update, ctx, f"提议 #{offer.id} 已经处理过了。")
+        return
+    offer.status = store.APPROVED
+    offer.approved_by = update.sender_id
+    offer.approved_at = ctx.clock.now()
+    ctx.session.flush()
+    name = roster.names(ctx.session, [offer.member_id])[offer.member_id]
+    tier = next((t for t in ctx.settings.nudges.offers if t.id == offer.tier), None)
+    what = tier.name if tier else offer.tier
+    await reply(
+        update, ctx, f"已批准提议 #{offer.id}：给 {name} 的「{what}」，将在下一个提醒时段私信发送。"
+    )
+
+
+@commands.command(
+    "潜水",
+    "quiet",
+    role=Role.LEADER,
+    usage="潜水 [天数]",
+    summary="查看潜水名单和流失风险",
+    group_only=True,
+)
+async def quiet_list(update: Update, ctx: Context, call: Call) -> None:
+    days: int | None = None
+    if call.words:
+        if len(call.words) != 1 or not call.words[0].isdigit():
+            raise UsageError("天数请写数字")
+        days = int(call.words[0])
+    cohort = ctx.settings.cohort_of(update.chat_id)
+    if cohort is None:
+        raise UsageError("本群没有配置训练营")
+    today = learning_day(ctx.clock.now(), cohort.timezone, cohort.day_start_hour)
+    radar = evaluate(ctx.session, ctx.settings, cohort, [update.chat_id], today, persist=False)
+    group = radar[update.chat_id]
+    if days is None:
+        rows = group.flagged
+        title = f"潜水预警（{len(rows)}人）"
+    else:
+        rows = sorted(
+            (m for m in group.members if m.days_quiet >= days),
+            key=lambda m: (-m.level, -m.days_quiet, m.name),
+        )
+        title = f"{days}天以上未发言（{len(rows)}人）"
+    if not rows:
+        await reply(update, ctx, f"{title}：没有需要关注的同学 👍")
+        return
+    lines = [title]
+    for m in rows:
+        signals = "、".join(SIGNAL_LABELS[s] for s in m.signals) or "无"
+        lines.append(
+            f"· {m.name} {m.level_label} 未发言{m.days_quiet}天 连续打卡{m.streak}天｜{signals}"
+        )
+    await reply(update, ctx, fit_bytes(lines, 2000))
+
+
+def fit_bytes(lines: list[str], limit: int) -> str:
+    """Join lines, dropping the tail (with a count) so the text fits ``limit`` UTF-8 bytes."""
+    out: list[str] = []
+    size = 0
+    for i, line in enumerate(lines):
+        extra = len(line.encode()) + 1
+        if size + extra > limit - 40:
+            out.append(f"……另有{len(lines) - i}人")
+            break
+        out.append(line)
+        size += extra
+    return "\n".join(out)

@@ -1,0 +1,39 @@
+"""The few statements whose SQL differs between SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+from sqlmodel import SQLModel
+
+
+def insert_for(session: Session, model: type[SQLModel]) -> Any:
+    """A dialect-specific INSERT (it has ``on_conflict_do_*``) for ``model``'s table."""
+    table = model.__table__  # type: ignore[attr-defined]
+    if session.get_bind().dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
+def upsert_rows(
+    session: Session,
+    model: type[SQLModel],
+    rows: Sequence[dict[str, Any]],
+    keys: Sequence[str],
+    update: Sequence[str] = (),
+) -> None:
+    """INSERT ``rows`` (one executemany); on a key conflict do nothing, or overwrite the
+    ``update`` columns with the new values."""
+    if not rows:
+        return
+    ins = insert_for(session, model)
+    if update:
+        stmt = ins.on_conflict_do_update(
+            index_elements=list(keys), set_={c: ins.excluded[c] for c in update}
+        )
+    else:
+        stmt = ins.on_conflict_do_nothing(index_elements=list(keys))
+    session.execute(stmt, list(rows))

@@ -1,0 +1,147 @@
+"""The durable inbox: every raw inbound event, stored once per ``(namespace, event key)``.
+
+A door stores the raw event before anything acts on it; the rows that were new are the ones to
+process. A retried or re-imported event hits the unique key and is dropped here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import UniqueConstraint, select, update
+from sqlalchemy.orm import Session
+from sqlmodel import Field, SQLModel, col
+
+from storage.dialect import insert_for
+from storage.types import UTCDateTime
+
+
+class RawEvent(SQLModel, table=True):
+    """One inbound payload as the door received it (decrypted), with its processing state."""
+
+    __tablename__ = "raw_event"
+    __table_args__ = (UniqueConstraint("namespace", "event_key", name="uq_raw_event_key"),)
+    id: int | None = Field(default=None, primary_key=True)
+    door: str
+    namespace: str
+    event_key: str
+    payload: str
+    received_at: datetime = Field(sa_type=UTCDateTime)
+    processed_at: datetime | None = Field(default=None, sa_type=UTCDateTime, index=True)
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """A raw event about to be stored."""
+
+    door: str
+    namespace: str
+    event_key: str
+    payload: str
+
+
+def store_new(
+    session: Session,
+    items: Sequence[Incoming],
+    now: datetime,
+    processed: bool = False,
+    error: str | None = None,
+) -> list[int]:
+    """Insert ``items``, skipping keys already stored; return the indexes of the new ones.
+
+    With ``processed`` the rows are marked processed in the same transaction (the import door
+    stores and processes in one go); otherwise they wait for the inbox worker. ``error`` records
+    why processing failed.
+    """
+    if not items:
+        return []
+    first: dict[tuple[str, str], int] = {}
+    for i, item in enumerate(items):
+        first.setdefault((item.namespace, item.event_key), i)
+    table = RawEvent.__table__  # type: ignore[attr-defined]
+    stmt = (
+        insert_for(session, RawEvent)
+        .on_conflict_do_nothing(index_elements=["namespace", "event_key"])
+        .returning(table.c.namespace, table.c.event_key)
+    )
+    rows = [
+        {
+            "door": items[i].door,
+            "namespace": ns,
+            "event_key": key,
+            "payload": items[i].payload,
+            "received_at": now,
+            "processed_at": now if processed else None,
+            "error": error,
+        }
+        for (ns, key), i in first.items()
+    ]
+    inserted = session.execute(stmt, rows).all()
+    return sorted(first[(r[0], r[1])] for r in inserted)
+
+
+def pending(session: Session, limit: int) -> Sequence[RawEvent]:
+    """The oldest events not processed yet."""
+    stmt = (
+        select(RawEvent)
+        .where(col(RawEvent.processed_at).is_(None))
+        .order_by(col(RawEvent.id))
+        .limit(limit)
+    )
+    return session.scalars(stmt).all()
+
+
+def claim(session: Session, ids: Sequence[int], now: datetime) -> set[int]:
+    """Mark ``ids`` processed if nobody has; return the ones this transaction won.
+
+    Call it first in the transaction that processes them: a concurrent replica's claim waits on
+    the row locks (PostgreSQL) or the write lock (SQLite), then finds them taken. A rollback
+    gives them back.
+    """
+    if not ids:
+        return set()
+    table = RawEvent.__table__  # type: ignore[attr-defined]
+    result = session.execute(
+        update(table)
+        .where(table.c.id.in_(list(ids)), table.c.processed_at.is_(None))
+        .values(processed_at=now)
+        .returning(table.c.id)
+    )
+    return {int(r[0]) for r in result.all()}
+
+
+def mark_processed(
+    session: Session, ids: Sequence[int], now: datetime, error: str | None = None
+) -> None:
+    if ids:
+        session.execute(
+            update(RawEvent).where(col(RawEvent.id).in_(ids)).values(processed_at=now, error=error)
+        )
+
+
+def purge_payloads(session: Session, before: datetime) -> int:
+    """Blank the payloads (they hold message text) of processed events older than ``before``."""
+    result = session.execute(
+        update(RawEvent)
+        .where(
+            col(RawEvent.processed_at).is_not(None),
+            col(RawEvent.received_at) < before,
+            col(RawEvent.payload) != "",
+        )
+        .values(payload="")
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def oldest_pending_at(session: Session) -> datetime | None:
+    """When the oldest unprocessed event arrived (the inbox lag), or None when all are done."""
+    stmt = (
+        select(col(RawEvent.received_at))
+        .where(col(RawEvent.processed_at).is_(None))
+        .order_by(col(RawEvent.id))
+        .limit(1)
+    )
+    return session.scalars(stmt).first()

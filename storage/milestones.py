@@ -1,0 +1,67 @@
+"""Milestone badges (SPEC §5): one row per learner per milestone, ever."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import UniqueConstraint, select
+from sqlalchemy.orm import Session
+from sqlmodel import Field, SQLModel, col
+
+from storage.dialect import insert_for
+from storage.types import UTCDateTime
+
+
+class Badge(SQLModel, table=True):
+    """A milestone a learner reached. The unique constraint is what makes the congratulation,
+    the bonus and the badge happen exactly once, across redeliveries and replicas."""
+
+    __tablename__ = "badge"
+    __table_args__ = (
+        UniqueConstraint("cohort_id", "member_id", "milestone", name="uq_badge_milestone"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    cohort_id: str
+    member_id: str = Field(index=True)
+    milestone: int  # the milestone day (7, 14, ...)
+    chat_id: str = ""
+    basis: str = "streak"
+    created_at: datetime = Field(sa_type=UTCDateTime)
+
+
+def claim(
+    session: Session,
+    cohort_id: str,
+    member_id: str,
+    milestone: int,
+    chat_id: str,
+    basis: str,
+    now: datetime,
+) -> bool:
+    """Record the badge; True only for the one caller that created it."""
+    table = Badge.__table__  # type: ignore[attr-defined]
+    stmt = (
+        insert_for(session, Badge)
+        .values(
+            cohort_id=cohort_id,
+            member_id=member_id,
+            milestone=milestone,
+            chat_id=chat_id,
+            basis=basis,
+            created_at=now,
+        )
+        .on_conflict_do_nothing(index_elements=["cohort_id", "member_id", "milestone"])
+        .returning(table.c.id)
+    )
+    return session.execute(stmt).first() is not None
+
+
+def of_member(session: Session, cohort_id: str, member_id: str) -> Sequence[Badge]:
+    """A member's badges in a cohort, by milestone day."""
+    stmt = (
+        select(Badge)
+        .where(col(Badge.cohort_id) == cohort_id, col(Badge.member_id) == member_id)
+        .order_by(col(Badge.milestone))
+    )
+    return session.scalars(stmt).all()

@@ -1,0 +1,402 @@
+"""The points ledger and redemptions (SPEC §4).
+
+The ledger (:class:`PointsEntry`) is append-only: a correction is a new entry, never an edit. Every
+entry has a unique idempotency key, so a message delivered twice (or seen by two replicas) pays
+once. The balance is the sum of a member's entries in a cohort; :class:`PointsBalance` keeps that
+sum in one row per member, updated in the same transaction as each entry, because that row is
+what makes "never negative" hold under concurrency:
+
+* every ledger write first *locks* the member's balance row with a no-op ``UPDATE`` (PostgreSQL:
+  a row lock held to commit, like ``SELECT ... FOR UPDATE``; SQLite: the database write lock, as
+  ``BEGIN IMMEDIATE`` would take, so no other connection can commit in between our check and our
+  write);
+* a debit then moves the row with a conditional ``UPDATE ... WHERE balance + delta >= 0`` and is
+  refused when no row matched.
+
+Redemption stock is one row per SKU moved the same way (``WHERE sold < stock``), so two learners
+cannot both take the last item.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+
+from sqlalchemy import Index, UniqueConstraint, func, select, update
+from sqlalchemy.orm import Session
+from sqlmodel import Field, SQLModel, col
+
+from storage.dialect import insert_for, upsert_rows
+from storage.types import UTCDateTime
+
+# Ledger reasons. Leaderboards rank points *earned*: spending and refunds do not move them.
+CHECKIN = "checkin"
+CHECKIN_UNDO = "checkin_undo"
+INTRO = "intro"
+MILESTONE = "milestone"
+REVIEW = "review"
+QUIZ = "quiz"
+MANUAL = "manual"
+REDEEM = "redeem"
+REFUND = "refund"
+SPENDING_REASONS = frozenset({REDEEM, REFUND})
+#: Reasons whose daily cap is that of another reason (a reversal lowers the day's total).
+CAP_FAMILY = {CHECKIN_UNDO: CHECKIN}
+
+PENDING = "pending"
+FULFILLED = "fulfilled"
+CANCELLED = "cancelled"
+
+
+class PointsEntry(SQLModel, table=True):
+    """One line of the ledger."""
+
+    __tablename__ = "points_entry"
+    __table_args__ = (
+        UniqueConstraint("key", name="uq_points_entry_key"),
+        Index("ix_points_entry_member", "cohort_id", "member_id", "day"),
+        Index("ix_points_entry_cohort_day", "cohort_id", "day"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    cohort_id: str
+    member_id: str
+    delta: int
+    reason: str
+    key: str  # idempotency key
+    actor: str = ""  # who caused it: the member, a leader's id, or "bot"
+    note: str = ""
+    day: date  # the learning day it counts for (daily caps, weekly leaderboard)
+    created_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class PointsBalance(SQLModel, table=True):
+    """The running sum of a member's entries in a cohort, and the row ledger writers lock."""
+
+    __tablename__ = "points_balance"
+    cohort_id: str = Field(primary_key=True)
+    member_id: str = Field(primary_key=True)
+    balance: int = 0
+
+
+class Redemption(SQLModel, table=True):
+    """A learner exchanged points for a catalog item; ``pending`` until fulfilled or cancelled."""
+
+    __tablename__ = "redemption"
+    __table_args__ = (Index("ix_redemption_member_sku", "cohort_id", "member_id", "sku"),)
+    id: int | None = Field(default=None, primary_key=True)
+    cohort_id: str = Field(index=True)
+    member_id: str
+    chat_id: str = ""
+    sku: str
+    name: str
+    cost: int
+    status: str = Field(default=PENDING, index=True)
+    key: str = Field(unique=True)  # the idempotency key of the debit
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    decided_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    decided_by: str | None = None
+
+
+class StockCounter(SQLModel, table=True):
+    """How many of a SKU are taken (pending or fulfilled); the stock itself is config."""
+
+    __tablename__ = "shop_stock"
+    sku: str = Field(primary_key=True)
+    taken: int = 0
+
+
+@dataclass(frozen=True)
+class Posted:
+    """The outcome of :func:`post`."""
+
+    ok: bool  # the entry exists now (written by this call or an earlier one)
+    new: bool  # this call wrote it
+    delta: int  # what was booked (after a daily cap); 0 when refused
+    balance: int
+    reason: str = ""  # why nothing was booked: "duplicate", "insufficient", "cap"
+
+
+def lock_member(session: Session, cohort_id: str, member_id: str) -> int:
+    """Take the member's ledger lock for the rest of the transaction; return their balance."""
+    upsert_rows(
+        session,
+        PointsBalance,
+        [{"cohort_id": cohort_id, "member_id": member_id, "balance": 0}],
+        ["cohort_id", "member_id"],
+    )
+    table = PointsBalance.__table__  # type: ignore[attr-defined]
+    row = session.execute(
+        update(table)
+        .where(table.c.cohort_id == cohort_id, table.c.member_id == member_id)
+        .values(balance=table.c.balance)
+        .returning(table.c.balance)
+    ).first()
+    assert row is not None
+    return int(row[0])
+
+
+def balance(session: Session, cohort_id: str, member_id: str) -> int:
+    """The member's balance (the stored running sum)."""
+    row = session.get(PointsBalance, (cohort_id, member_id))
+    return row.balance if row is not None else 0
+
+
+def ledger_sum(session: Session, cohort_id: str, member_id: str) -> int:
+    """The sum of the member's entries: what :func:`balance` must always equal."""
+    total = session.scalar(
+        select(func.coalesce(func.sum(col(PointsEntry.delta)), 0)).where(
+            col(PointsEntry.cohort_id) == cohort_id, col(PointsEntry.member_id) == member_id
+        )
+    )
+    return int(total or 0)
+
+
+def exists(session: Session, key: str) -> bool:
+    """Whether an entry with this idempotency key is booked."""
+    return (
+        session.scalar(select(col(PointsEntry.id)).where(col(PointsEntry.key) == key)) is not None
+    )
+
+
+def day_total(
+    session: Session, cohort_id: str, member_id: str, reasons: Sequence[str], day: date
+) -> int:
+    """Net points the member got on ``day`` for any of ``reasons``."""
+    total = session.scalar(
+        select(func.coalesce(func.sum(col(PointsEntry.delta)), 0)).where(
+            col(PointsEntry.cohort_id) == cohort_id,
+            col(PointsEntry.member_id) == member_id,
+            col(PointsEntry.day) == day,
+            col(PointsEntry.reason).in_(list(reasons)),
+        )
+    )
+    return int(total or 0)
+
+
+def post(
+    session: Session,
+    *,
+    cohort_id: str,
+    member_id: str,
+    delta: int,
+    reason: str,
+    key: str,
+    day: date,
+    now: datetime,
+    actor: str = "bot",
+    note: str = "",
+    daily_cap: int = 0,
+) -> Posted:
+    """Append one entry unless its key is already booked.
+
+    A debit that would take the balance below zero is refused. ``daily_cap`` (> 0) limits what
+    ``reason`` may pay the member on ``day``; an award over it is cut down to what is left, and
+    refused when nothing is left.
+    """
+    current = lock_member(session, cohort_id, member_id)
+    if exists(session, key):
+        return Posted(True, False, 0, current, "duplicate")
+    if delta > 0 and daily_cap > 0:
+        family = CAP_FAMILY.get(reason, reason)
+        reasons = [family, *[r for r, f in CAP_FAMILY.items() if f == family]]
+        left = daily_cap - day_total(session, cohort_id, member_id, reasons, day)
+        if left <= 0:
+            return Posted(False, False, 0, current, "cap")
+        delta = min(delta, left)
+    table = PointsBalance.__table__  # type: ignore[attr-defined]
+    moved = session.execute(
+        update(table)
+        .where(
+            table.c.cohort_id == cohort_id,
+            table.c.member_id == member_id,
+            table.c.balance + delta >= 0,
+        )
+        .values(balance=table.c.balance + delta)
+        .returning(table.c.balance)
+    ).first()
+    if moved is None:
+        return Posted(False, False, 0, current, "insufficient")
+    session.execute(
+        insert_for(session, PointsEntry).values(
+            cohort_id=cohort_id,
+            member_id=member_id,
+            delta=delta,
+            reason=reason,
+            key=key,
+            actor=actor,
+            note=note,
+            day=day,
+            created_at=now,
+        )
+    )
+    return Posted(True, True, delta, int(moved[0]))
+
+
+def recent(
+    session: Session, cohort_id: str, member_id: str, limit: int = 5
+) -> Sequence[PointsEntry]:
+    """The member's latest entries, newest first."""
+    stmt = (
+        select(PointsEntry)
+        .where(col(PointsEntry.cohort_id) == cohort_id, col(PointsEntry.member_id) == member_id)
+        .order_by(col(PointsEntry.id).desc())
+        .limit(limit)
+    )
+    return session.scalars(stmt).all()
+
+
+def entries_of_cohort(session: Session, cohort_id: str) -> Sequence[PointsEntry]:
+    """Every entry of a cohort, oldest first (exports)."""
+    stmt = (
+        select(PointsEntry)
+        .where(col(PointsEntry.cohort_id) == cohort_id)
+        .order_by(col(PointsEntry.id))
+    )
+    return session.scalars(stmt).all()
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """One leaderboard row."""
+
+    member_id: str
+    score: int
+    reached_id: int  # the entry that brought them to ``score``: earlier wins a tie
+
+
+def earned_ranking(
+    session: Session, cohort_id: str, since: date | None = None, until: date | None = None
+) -> list[Ranked]:
+    """Members by points earned (spending excluded), best first; ties go to whoever got there
+    first (the lower id of the entry that completed their score)."""
+    stmt = select(
+        col(PointsEntry.member_id),
+        func.sum(col(PointsEntry.delta)),
+        func.max(col(PointsEntry.id)),
+    ).where(
+        col(PointsEntry.cohort_id) == cohort_id,
+        col(PointsEntry.reason).not_in(list(SPENDING_REASONS)),
+    )
+    if since is not None:
+        stmt = stmt.where(col(PointsEntry.day) >= since)
+    if until is not None:
+        stmt = stmt.where(col(PointsEntry.day) <= until)
+    stmt = stmt.group_by(col(PointsEntry.member_id))
+    rows = [Ranked(r[0], int(r[1] or 0), int(r[2] or 0)) for r in session.execute(stmt).all()]
+    rows = [r for r in rows if r.score > 0]
+    rows.sort(key=lambda r: (-r.score, r.reached_id))
+    return rows
+
+
+def balances(session: Session, cohort_id: str) -> dict[str, int]:
+    """Every member's balance in a cohort."""
+    stmt = select(col(PointsBalance.member_id), col(PointsBalance.balance)).where(
+        col(PointsBalance.cohort_id) == cohort_id
+    )
+    return {m: int(b) for m, b in session.execute(stmt).all()}
+
+
+# Redemptions.
+
+
+def taken(session: Session, sku: str) -> int:
+    """How many of ``sku`` are taken (pending or fulfilled)."""
+    row = session.get(StockCounter, sku)
+    return row.taken if row is not None else 0
+
+
+def take_stock(session: Session, sku: str, stock: int) -> bool:
+    """Take one of ``sku`` if fewer than ``stock`` are taken (atomic under concurrency)."""
+    upsert_rows(session, StockCounter, [{"sku": sku, "taken": 0}], ["sku"])
+    table = StockCounter.__table__  # type: ignore[attr-defined]
+    moved = session.execute(
+        update(table)
+        .where(table.c.sku == sku, table.c.taken < stock)
+        .values(taken=table.c.taken + 1)
+        .returning(table.c.taken)
+    ).first()
+    return moved is not None
+
+
+def return_stock(session: Session, sku: str) -> None:
+    """Give one of ``sku`` back (a cancelled redemption)."""
+    table = StockCounter.__table__  # type: ignore[attr-defined]
+    session.execute(
+        update(table).where(table.c.sku == sku, table.c.taken > 0).values(taken=table.c.taken - 1)
+    )
+
+
+def held_by(session: Session, cohort_id: str, member_id: str, sku: str) -> int:
+    """How many of ``sku`` the member holds (pending or fulfilled redemptions)."""
+    count = session.scalar(
+        select(func.count())
+        .select_from(Redemption)
+        .where(
+            col(Redemption.cohort_id) == cohort_id,
+            col(Redemption.member_id) == member_id,
+            func.lower(col(Redemption.sku)) == sku.lower(),
+            col(Redemption.status) != CANCELLED,
+        )
+    )
+    return int(count or 0)
+
+
+def add_redemption(
+    session: Session,
+    *,
+    cohort_id: str,
+    member_id: str,
+    chat_id: str,
+    sku: str,
+    name: str,
+    cost: int,
+    key: str,
+    now: datetime,
+) -> Redemption:
+    """Record a pending redemption (after its debit) and return it with its id."""
+    row = Redemption(
+        cohort_id=cohort_id,
+        member_id=member_id,
+        chat_id=chat_id,
+        sku=sku,
+        name=name,
+        cost=cost,
+        key=key,
+        created_at=now,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def redemption_by_key(session: Session, key: str) -> Redemption | None:
+    """The redemption made by the debit with this idempotency key, if any."""
+    return session.scalars(select(Redemption).where(col(Redemption.key) == key)).first()
+
+
+def get_redemption(session: Session, redemption_id: int, lock: bool = False) -> Redemption | None:
+    """A redemption by its number (兑换号); ``lock`` takes a row lock."""
+    stmt = select(Redemption).where(col(Redemption.id) == redemption_id)
+    if lock:
+        stmt = stmt.with_for_update()
+    return session.scalars(stmt).first()
+
+
+def decide(session: Session, redemption_id: int, status: str, actor: str, now: datetime) -> bool:
+    """Move a pending redemption to ``status``; False when it was no longer pending (a concurrent
+    decision won)."""
+    result = session.execute(
+        update(Redemption)
+        .where(col(Redemption.id) == redemption_id, col(Redemption.status) == PENDING)
+        .values(status=status, decided_at=now, decided_by=actor)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def pending(session: Session, cohort_id: str | None = None) -> Sequence[Redemption]:
+    """Pending redemptions, oldest first (for the teacher digest)."""
+    stmt = select(Redemption).where(col(Redemption.status) == PENDING)
+    if cohort_id is not None:
+        stmt = stmt.where(col(Redemption.cohort_id) == cohort_id)
+    return session.scalars(stmt.order_by(col(Redemption.id))).all()

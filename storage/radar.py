@@ -1,0 +1,309 @@
+"""Churn-radar storage (SPEC §7): persisted flag state (hysteresis), stage overrides, imported
+course progress, and the one aggregate query per group set that feeds the radar and the digest.
+
+The radar never rescans raw messages: it reads ``daily_counter`` (one row per member per active
+day), ``membership`` and the tables below.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, NamedTuple
+
+from sqlalchemy import BigInteger, Integer, String, and_, case, func, literal, select, type_coerce
+from sqlalchemy.orm import Session
+from sqlmodel import Field, SQLModel, col
+
+from storage.activity import DailyCounter
+from storage.dialect import upsert_rows
+from storage.roster import Member, Membership
+from storage.types import UTCDateTime
+
+#: How many learning days (ending today) the bitmasks of :class:`MemberAggregate` cover.
+WINDOW_DAYS = 28
+
+
+class RiskFlag(SQLModel, table=True):
+    """A learner's radar state in one group, as of the last evaluated learning day."""
+
+    __tablename__ = "risk_flag"
+    chat_id: str = Field(primary_key=True)
+    member_id: str = Field(primary_key=True)
+    day: date  # the learning day this state was computed for
+    flagged: bool = False
+    prev_flagged: bool = False  # the state before ``day`` (so a re-run of the same day is stable)
+    level: int = 0
+    signals: str = ""  # comma-separated signal codes
+    since: date | None = None  # first day of the current flagged spell
+
+
+class StageOverride(SQLModel, table=True):
+    """A leader's stage override for one learner (``阶段 @人 <阶段>``)."""
+
+    __tablename__ = "stage_override"
+    cohort_id: str = Field(primary_key=True)
+    member_id: str = Field(primary_key=True)
+    stage: str
+    set_by: str = ""
+    set_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class CourseProgress(SQLModel, table=True):
+    """Imported course data (完课率, homework rate) per learner, from ``import-progress``."""
+
+    __tablename__ = "course_progress"
+    member_id: str = Field(primary_key=True)
+    completion: float
+    homework_rate: float
+    imported_at: datetime = Field(sa_type=UTCDateTime)
+
+
+# --- flags -------------------------------------------------------------------------------------
+
+
+def flags_of(session: Session, chat_ids: Sequence[str]) -> dict[tuple[str, str], RiskFlag]:
+    """Stored radar state of every learner in the given groups."""
+    rows = session.scalars(select(RiskFlag).where(col(RiskFlag.chat_id).in_(list(chat_ids))))
+    return {(r.chat_id, r.member_id): r for r in rows}
+
+
+def save_flags(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """Upsert radar states (dicts of :class:`RiskFlag` columns)."""
+    upsert_rows(
+        session,
+        RiskFlag,
+        rows,
+        ["chat_id", "member_id"],
+        update=["day", "flagged", "prev_flagged", "level", "signals", "since"],
+    )
+
+
+# --- stage overrides ---------------------------------------------------------------------------
+
+
+def set_stage(
+    session: Session, cohort_id: str, member_id: str, stage: str | None, by: str, now: datetime
+) -> None:
+    """Set (or with ``None`` clear) a learner's stage override."""
+    if stage is None:
+        session.query(StageOverride).filter(
+            col(StageOverride.cohort_id) == cohort_id, col(StageOverride.member_id) == member_id
+        ).delete()
+        return
+    upsert_rows(
+        session,
+        StageOverride,
+        [
+            {
+                "cohort_id": cohort_id,
+                "member_id": member_id,
+                "stage": stage,
+                "set_by": by,
+                "set_at": now,
+            }
+        ],
+        ["cohort_id", "member_id"],
+        update=["stage", "set_by", "set_at"],
+    )
+
+
+def stage_overrides(session: Session, cohort_id: str) -> dict[str, str]:
+    stmt = select(col(StageOverride.member_id), col(StageOverride.stage)).where(
+        col(StageOverride.cohort_id) == cohort_id
+    )
+    return {m: s for m, s in session.execute(stmt).all()}
+
+
+# --- course progress ---------------------------------------------------------------------------
+
+
+def save_progress(
+    session: Session, rows: Sequence[tuple[str, float, float]], now: datetime
+) -> None:
+    """Store ``(member_id, completion, homework_rate)`` rows (rates in 0..1), replacing old ones."""
+    upsert_rows(
+        session,
+        CourseProgress,
+        [
+            {"member_id": m, "completion": c, "homework_rate": h, "imported_at": now}
+            for m, c, h in rows
+        ],
+        ["member_id"],
+        update=["completion", "homework_rate", "imported_at"],
+    )
+
+
+def progress_of(session: Session, member_ids: Iterable[str]) -> dict[str, tuple[float, float]]:
+    ids = list(set(member_ids))
+    out: dict[str, tuple[float, float]] = {}
+    for start in range(0, len(ids), 5000):
+        stmt = select(
+            col(CourseProgress.member_id),
+            col(CourseProgress.completion),
+            col(CourseProgress.homework_rate),
+        ).where(col(CourseProgress.member_id).in_(ids[start : start + 5000]))
+        out.update({m: (c, h) for m, c, h in session.execute(stmt).all()})
+    return out
+
+
+def has_progress(session: Session) -> bool:
+    return session.execute(select(col(CourseProgress.member_id)).limit(1)).first() is not None
+
+
+# --- the aggregate -----------------------------------------------------------------------------
+
+
+class MemberAggregate(NamedTuple):
+    """One member's activity in one group over the radar window, from one aggregate row.
+
+    Bit ``i`` of a mask is learning day ``today - i`` (bit 0 = today).
+    """
+
+    chat_id: str
+    member_id: str
+    message_mask: int
+    checkin_mask: int
+    chars_recent: int  # meaningful chars on the 3 days ending yesterday
+    chars_before: int  # meaningful chars on the window days before those
+    messages_today: int
+    chars_today: int
+    reviews_today: int
+
+    @property
+    def active_mask(self) -> int:
+        """Days with a message or a check-in."""
+        return self.message_mask | self.checkin_mask
+
+
+def _offset_expr(session: Session, today: date) -> Any:
+    """``today - day`` in days, as an integer SQL expression (dialect-specific)."""
+    day = DailyCounter.__table__.c.day  # type: ignore[attr-defined]
+    if session.get_bind().dialect.name == "postgresql":
+        return literal(today) - day
+    return func.cast(func.julianday(literal(today.isoformat())) - func.julianday(day), Integer())
+
+
+def aggregates(
+    session: Session, chat_ids: Sequence[str], today: date, first_day: date
+) -> list[MemberAggregate]:
+    """Per (group, member): activity bitmasks and sums over ``[max(first_day, today-27), today]``.
+
+    One ``GROUP BY`` over ``daily_counter`` for all the groups at once (index on chat_id, day).
+    """
+    t = DailyCounter.__table__  # type: ignore[attr-defined]
+    start = max(first_day, today - timedelta(days=WINDOW_DAYS - 1))
+    off = _offset_expr(session, today)
+    one = literal(1, BigInteger())
+    bit = one.op("<<")(off)
+    recent_lo = today - timedelta(days=3)
+    recent_hi = today - timedelta(days=1)
+    zero = literal(0, BigInteger())
+
+    def total(expr: Any) -> Any:
+        # PostgreSQL sums bigints as numeric (Decimal in Python, slow to convert): cast back.
+        return func.cast(func.sum(expr), BigInteger())
+
+    stmt = (
+        select(
+            t.c.chat_id,
+            t.c.member_id,
+            total(case((t.c.messages > 0, bit), else_=zero)),
+            total(case((t.c.checkins > 0, bit), else_=zero)),
+            total(case((and_(t.c.day >= recent_lo, t.c.day <= recent_hi), t.c.chars), else_=0)),
+            total(case((t.c.day < recent_lo, t.c.chars), else_=0)),
+            total(case((t.c.day == today, t.c.messages), else_=0)),
+            total(case((t.c.day == today, t.c.chars), else_=0)),
+            total(case((t.c.day == today, t.c.reviews_given), else_=0)),
+        )
+        .where(t.c.chat_id.in_(list(chat_ids)), t.c.day >= start, t.c.day <= today)
+        .group_by(t.c.chat_id, t.c.member_id)
+    )
+    return [
+        MemberAggregate(
+            r[0],
+            r[1],
+            int(r[2] or 0),
+            int(r[3] or 0),
+            int(r[4] or 0),
+            int(r[5] or 0),
+            int(r[6] or 0),
+            int(r[7] or 0),
+            int(r[8] or 0),
+        )
+        for r in session.execute(stmt).all()
+    ]
+
+
+class MemberRow(NamedTuple):
+    """A group member as the radar needs it: membership summary plus member identity.
+
+    Times are aware datetimes, or on SQLite the stored text (parsed only when needed, with
+    :func:`as_datetime`): converting 200,000 rows' timestamps up front costs a second.
+    """
+
+    chat_id: str
+    member_id: str
+    name: str
+    kind: str
+    owner_userid: str | None
+    joined_at: datetime | str | None
+    left_at: datetime | str | None
+    last_seen_at: datetime | str | None
+    intro_done: bool
+
+
+def _raw(attr: Any) -> Any:
+    """A datetime column without per-row result processing (see :class:`MemberRow`)."""
+    return type_coerce(col(attr), String())
+
+
+def as_datetime(value: datetime | str | None) -> datetime | None:
+    """A :class:`MemberRow` time as an aware UTC datetime."""
+    if value is None:
+        return None
+    parsed = value if isinstance(value, datetime) else datetime.fromisoformat(value)
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def members(session: Session, chat_ids: Sequence[str]) -> list[MemberRow]:
+    """Every membership of the given groups with the member's name and kind (one query)."""
+    stmt = (
+        select(
+            col(Membership.chat_id),
+            col(Membership.member_id),
+            col(Member.name),
+            col(Member.kind),
+            col(Member.owner_userid),
+            _raw(Membership.joined_at),
+            _raw(Membership.left_at),
+            _raw(Membership.last_seen_at),
+            col(Membership.intro_done_at).is_not(None),
+        )
+        .join(Member, col(Member.id) == col(Membership.member_id))
+        .where(col(Membership.chat_id).in_(list(chat_ids)))
+    )
+    return [
+        MemberRow(r[0], r[1], r[2] or r[1], r[3], r[4], r[5], r[6], r[7], bool(r[8]))
+        for r in session.execute(stmt).all()
+    ]
+
+
+def joins_and_leaves(
+    session: Session, chat_ids: Sequence[str], since: datetime, until: datetime
+) -> dict[str, tuple[int, int]]:
+    """``chat_id -> (joins, leaves)`` with the time in ``[since, until)``."""
+    out: dict[str, tuple[int, int]] = {}
+    ms = Membership.__table__  # type: ignore[attr-defined]
+    stmt = (
+        select(
+            ms.c.chat_id,
+            func.sum(case((and_(ms.c.joined_at >= since, ms.c.joined_at < until), 1), else_=0)),
+            func.sum(case((and_(ms.c.left_at >= since, ms.c.left_at < until), 1), else_=0)),
+        )
+        .where(ms.c.chat_id.in_(list(chat_ids)))
+        .group_by(ms.c.chat_id)
+    )
+    for chat_id, j, lv in session.execute(stmt).all():
+        out[chat_id] = (int(j or 0), int(lv or 0))
+    return out

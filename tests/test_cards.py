@@ -1,0 +1,286 @@
+"""Learning-evidence cards: glyph coverage, size, layout limits, data from storage, the CLI."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import replace
+from datetime import date
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageChops
+
+from bot.app import App
+from bot.cards import fonts
+from bot.cards.member import card_data, member_card, render_member_card
+from bot.cards.render import MARGIN, MAX_BYTES, WIDTH, CardData, RenderedCard, render_card
+from bot.cli import main
+from bot.config import DEFAULT_CARD_SLOGAN
+from scripts_library import mentor
+from tests.builders import archive_text, local, pair
+from tests.cardfont import cjk_font_or_skip
+from tests.conftest import GROUP_A, GROUP_B
+
+SAMPLE_NAMES = (
+    "小鱼",
+    "王小明",
+    "欧阳娜娜",
+    "Lily 李",
+    "张三丰-Python学员",
+    "一二三四五六七八九十一二三四五六七八九十",
+    "龙猫先生·阿杰",
+)
+LONG_NAME = "一二三四五六七八九十一二三四五六七八九十"
+
+
+@pytest.fixture
+def font() -> fonts.CardFont:
+    return cjk_font_or_skip()
+
+
+def sample(**changes: object) -> CardData:
+    data = CardData(
+        name="小鱼",
+        course="Python 21天入门训练营",
+        day=date(2026, 11, 9),
+        cohort_day=8,
+        cohort_length=21,
+        streak=7,
+        total_checkins=7,
+        reviews_given=3,
+        points=48,
+        mentor_message=mentor.templates()[0].render(
+            {
+                "name": "小鱼",
+                "course": "Python",
+                "day": 8,
+                "streak": 7,
+                "total": 7,
+                "reviews": 3,
+                "points": 48,
+            }
+        ),
+        slogan=DEFAULT_CARD_SLOGAN,
+        milestone_day=7,
+        next_milestone_day=14,
+    )
+    return replace(data, **changes)  # type: ignore[arg-type]
+
+
+def variants() -> list[CardData]:
+    """Cards in every state the layout has (milestone or not, before/after the cohort)."""
+    return [
+        sample(),
+        sample(milestone_day=None, next_milestone_day=7, streak=0, total_checkins=0),
+        sample(cohort_day=0, milestone_day=21, next_milestone_day=None),
+        sample(cohort_day=30),
+    ]
+
+
+def notdef_mask(face: object) -> bytes:
+    # U+10FFFD is a private-use code point no CJK font maps: it draws the .notdef (tofu) glyph.
+    return bytes(face.getmask("\U0010fffd"))  # type: ignore[attr-defined]
+
+
+def test_font_has_a_glyph_for_every_character_cards_can_show(font: fonts.CardFont) -> None:
+    texts: list[str] = [t.text for t in mentor.templates()]
+    texts += [*SAMPLE_NAMES, DEFAULT_CARD_SLOGAN, "Python 21天入门训练营", "0123456789"]
+    for data in variants():
+        texts += [box.source for box in render_card(data, font).texts]
+    chars = {ch for text in texts for ch in text if not ch.isspace()}
+    assert not font.missing("".join(chars)), (
+        f"font {font.path} lacks {sorted(font.missing(''.join(chars)))}"
+    )
+    # Cross-check the cmap with what Pillow really draws: no character renders as .notdef.
+    face = font.at(40)
+    tofu = notdef_mask(face)
+    drawn_as_tofu = sorted(
+        ch for ch in chars if face.getmask(ch).getbbox() is None or bytes(face.getmask(ch)) == tofu
+    )
+    assert not drawn_as_tofu
+
+
+def test_characters_the_font_lacks_are_left_out_not_drawn_as_tofu(font: fonts.CardFont) -> None:
+    rendered = render_card(sample(name="小鱼\U0010fffd"), font)
+    names = [b for b in rendered.texts if b.source == "小鱼\U0010fffd"]
+    assert names and names[0].text == "小鱼"
+    assert not any("\U0010fffd" in b.text for b in rendered.texts)
+
+
+def check_layout(card: RenderedCard) -> None:
+    assert card.width == WIDTH
+    with Image.open(io.BytesIO(card.png)) as image:
+        assert image.format == "PNG" and image.size == (card.width, card.height)
+    assert len(card.png) < MAX_BYTES
+    for box in card.texts:
+        left, top, right, bottom = box.box
+        assert left >= MARGIN - 4 and right <= WIDTH - MARGIN + 4, box
+        assert 0 <= top < bottom <= card.height, box
+        assert box.text == box.source, box
+
+
+def test_card_is_1080_wide_png_under_2mb(font: fonts.CardFont) -> None:
+    for data in variants():
+        card = render_card(data, font)
+        check_layout(card)
+        assert 1080 <= card.height <= 2600
+
+
+def test_twenty_character_name_and_zero_streak_fit(font: fonts.CardFont) -> None:
+    data = sample(
+        name=LONG_NAME,
+        streak=0,
+        total_checkins=0,
+        milestone_day=None,
+        next_milestone_day=7,
+        points=0,
+        reviews_given=0,
+    )
+    card = render_card(data, font)
+    check_layout(card)
+    drawn = "".join(b.text for b in card.texts if b.text and b.text in LONG_NAME)
+    assert LONG_NAME in drawn  # the whole name is on the card, shrunk or wrapped
+    numbers = [b.text for b in card.texts]
+    assert numbers.count("0") >= 4
+    # A long name and a long course still fit.
+    card = render_card(
+        replace(data, course="零基础Python数据分析与自动化办公实战训练营（第十二期）"), font
+    )
+    check_layout(card)
+
+
+def test_mentor_message_is_wrapped_entirely_inside_the_card(font: fonts.CardFont) -> None:
+    data = sample()
+    card = render_card(data, font)
+    start = next(i for i, b in enumerate(card.texts) if b.text == "导师寄语") + 1
+    body = ""
+    for box in card.texts[start:]:
+        if len(body) >= len(data.mentor_message):
+            break
+        body += box.text
+    assert body == data.mentor_message
+
+
+def test_a_font_without_chinese_glyphs_is_refused_clearly(tmp_path: Path) -> None:
+    latin = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
+    if not latin.is_file():
+        pytest.skip("DejaVuSans not installed")
+    with pytest.raises(fonts.FontNotFoundError, match=r"no Chinese glyphs.*fonts-wqy-microhei"):
+        fonts.find_font(str(latin))
+    with pytest.raises(fonts.FontNotFoundError, match="does not exist"):
+        fonts.find_font(str(tmp_path / "none.ttf"))
+
+
+def test_no_system_font_gives_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fonts, "SYSTEM_FONTS", ("/nonexistent/font.ttc",))
+    with pytest.raises(fonts.FontNotFoundError, match=r"no CJK font found.*font_path"):
+        fonts.find_font("")
+
+
+async def seed(app: App) -> None:
+    items = [
+        archive_text(GROUP_A, "wmU1", f"#打卡 Day{d}", local(2026, 11, 1 + d, 9), name="小鱼")
+        for d in range(1, 8)
+    ]
+    items.append(archive_text(GROUP_B, "wmU1", "大家好", local(2026, 11, 8, 9)))
+    await app.pipeline.ingest([pair(i) for i in items])
+    async with app.db.unit_of_work() as uow:
+        uow.activity.count((GROUP_A, "wmU1", date(2026, 11, 5)), reviews_given=2)
+        uow.activity.count((GROUP_B, "wmU1", date(2026, 11, 8)), reviews_given=1)
+
+
+async def test_member_card_reads_storage(app: App, font: fonts.CardFont) -> None:
+    await seed(app)
+    cohort = app.settings.cohort("c1")
+    with app.db.session() as session:
+        data = card_data(session, app.settings, cohort, "wmU1", date(2026, 11, 8))
+        png = member_card(session, app.settings, cohort, "wmU1", date(2026, 11, 8))
+        rendered = render_member_card(session, app.settings, cohort, "wmU1", date(2026, 11, 8))
+    assert data.name == "小鱼" and data.course == "Python 21天入门"
+    assert (data.cohort_day, data.cohort_length) == (7, 21)
+    # Points come from the ledger: 7 check-ins x 2 plus the 7-day milestone bonus of 10.
+    assert (data.streak, data.total_checkins, data.reviews_given, data.points) == (7, 7, 3, 24)
+    assert (data.milestone_day, data.next_milestone_day) == (7, 14)
+    assert data.slogan == DEFAULT_CARD_SLOGAN
+    assert mentor.MIN_CHARS <= len(data.mentor_message) <= mentor.MAX_CHARS
+    assert png.startswith(b"\x89PNG") and len(png) < MAX_BYTES
+    check_layout(rendered)
+
+
+async def test_unknown_member_gets_a_zero_card(app: App, font: fonts.CardFont) -> None:
+    cohort = app.settings.cohort("c1")
+    with app.db.session() as session:
+        data = card_data(session, app.settings, cohort, "wmNobody", date(2026, 11, 2))
+    assert (data.name, data.streak, data.total_checkins, data.milestone_day) == (
+        "wmNobody",
+        0,
+        0,
+        None,
+    )
+
+
+CONFIG = """
+[bot]
+data_dir = "{data}"
+[database]
+url = "sqlite:///{data}/bot.db"
+[cards]
+font_path = "{font}"
+[[cohorts]]
+id = "c1"
+course = "Python 21天入门"
+start_date = "2026-11-02"
+length_days = 21
+slogan = "21天，遇见更好的自己"
+  [[cohorts.groups]]
+  chat_id = "{group}"
+"""
+
+
+def test_cli_writes_a_card(
+    tmp_path: Path, font: fonts.CardFont, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(CONFIG.format(data=tmp_path, font=font.path, group=GROUP_A), "utf-8")
+    out = tmp_path / "card.png"
+    assert (
+        main(
+            [
+                "--config",
+                str(config),
+                "card",
+                "--member",
+                "wmU1",
+                "--cohort",
+                "c1",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    assert "学习证据卡已保存" in capsys.readouterr().out
+    with Image.open(out) as image:
+        assert image.size[0] == 1080
+    assert main(["--config", str(config), "card", "--member", "wmU1", "--cohort", "nope"]) == 2
+
+
+def test_cli_without_a_cjk_font_fails_with_a_clear_message(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(
+        CONFIG.format(data=tmp_path, font=tmp_path / "none.ttf", group=GROUP_A), "utf-8"
+    )
+    assert main(["--config", str(config), "card", "--member", "wmU1", "--cohort", "c1"]) == 1
+    err = capsys.readouterr().err
+    assert "无法生成学习证据卡" in err and "fonts-wqy-microhei" in err
+
+
+def test_identical_inputs_draw_identical_cards(font: fonts.CardFont) -> None:
+    with (
+        Image.open(io.BytesIO(render_card(sample(), font).png)) as first,
+        Image.open(io.BytesIO(render_card(sample(), font).png)) as second,
+    ):
+        a, b = first.convert("RGB"), second.convert("RGB")
+    assert ImageChops.difference(a, b).getbbox() is None

@@ -1,0 +1,151 @@
+"""The import door: good lines imported, bad ones reported by number, re-imports change nothing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import date
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from bot.app import App
+from bot.importer import import_file
+from storage import activity, checkins
+from storage.inbox import RawEvent
+from tests.builders import archive_recall, archive_text, jsonl, local
+from tests.conftest import GROUP_A, base_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def sample_lines() -> list[str]:
+    good = [
+        archive_text(GROUP_A, "wmU1", "#打卡 Day1", local(2026, 11, 2, 20), msgid="a1"),
+        archive_text(GROUP_A, "wmU2", "大家好", local(2026, 11, 2, 21), msgid="a2"),
+    ]
+    return [
+        json.dumps(good[0], ensure_ascii=False),
+        "{not json",
+        json.dumps({"msgid": "x", "from": "wmU1", "msgtime": 1, "msgtype": "text"}),  # no text
+        json.dumps({**good[1], "msgtime": "yesterday"}),
+        "",
+        json.dumps([1, 2]),
+        json.dumps({**good[1], "msgid": ""}),
+        json.dumps({**good[1], "action": "explode"}),
+        json.dumps(archive_recall(GROUP_A, "wmU1", "zzz", local(2026, 11, 2, 22)) | {"revoke": {}}),
+        json.dumps(good[1], ensure_ascii=False),
+        json.dumps({**good[1], "msgid": "bot1", "from": "wbRobot"}),  # a bot's own post: skipped
+    ]
+
+
+async def test_bad_lines_reported_with_numbers_rest_imported(app: App, tmp_path: Path) -> None:
+    path = tmp_path / "chat.jsonl"
+    path.write_text("\n".join(sample_lines()) + "\n", encoding="utf-8")
+    report = await import_file(app, path)
+    assert report.errors == [
+        (2, "not JSON (Expecting property name enclosed in double quotes at column 2)"),
+        (3, "text message without text.content"),
+        (4, "msgtime must be milliseconds since the epoch"),
+        (6, "not a JSON object"),
+        (7, "missing msgid"),
+        (8, "unknown action 'explode'"),
+        (9, "recall without revoke.pre_msgid"),
+    ]
+    assert (report.lines, report.imported, report.skipped, report.duplicates) == (11, 2, 2, 0)
+    with app.db.session() as s:
+        assert [c.day for c in checkins.of_member(s, "c1", "wmU1")] == [date(2026, 11, 2)]
+        assert activity.day_of(s, GROUP_A, "wmU2", date(2026, 11, 2)).messages == 1  # type: ignore[union-attr]
+
+
+async def test_importing_twice_changes_nothing(app: App, tmp_path: Path) -> None:
+    items = [
+        archive_text(GROUP_A, f"wmU{i % 3}", f"#打卡 第{i}天", local(2026, 11, 2 + i, 20))
+        for i in range(5)
+    ]
+    path = tmp_path / "chat.jsonl"
+    path.write_text(jsonl(items), encoding="utf-8")
+
+    def snapshot() -> tuple[object, ...]:
+        with app.db.session() as s:
+            counters = s.execute(select(activity.DailyCounter)).scalars().all()
+            return (
+                s.scalar(select(func.count()).select_from(RawEvent)),
+                sorted((c.member_id, c.day, c.messages, c.checkins, c.chars) for c in counters),
+                sorted((c.member_id, c.day) for c in s.scalars(select(checkins.CheckIn)).all()),
+            )
+
+    first = await import_file(app, path, batch_size=2)
+    before = snapshot()
+    second = await import_file(app, path, batch_size=3)
+    assert (first.imported, second.imported, second.duplicates) == (5, 0, 5)
+    assert snapshot() == before
+
+
+async def test_non_utf8_file_is_reported_not_crashed(app: App, tmp_path: Path) -> None:
+    path = tmp_path / "chat.jsonl"
+    good = json.dumps(archive_text(GROUP_A, "wmU1", "hi", local(2026, 11, 2, 20)))
+    path.write_bytes(good.encode() + b"\n\xff\xfe broken\n")
+    report = await import_file(app, path)
+    assert report.imported == 1
+    assert report.errors == [(2, "not UTF-8 text (invalid start byte)")]
+
+
+def test_cli_import_exit_codes_and_output(tmp_path: Path) -> None:
+    db = tmp_path / "cli.db"
+    config = tmp_path / "config.toml"
+    course = base_config()["cohorts"][0]["course"]
+    config.write_text(
+        f'[database]\nurl = "sqlite:///{db}"\n\n'
+        f'[[cohorts]]\nid = "c1"\ncourse = "{course}"\nstart_date = "2026-11-02"\n'
+        f'length_days = 21\n[[cohorts.groups]]\nchat_id = "{GROUP_A}"\n',
+        encoding="utf-8",
+    )
+    chat = tmp_path / "chat.jsonl"
+    chat.write_text("\n".join(sample_lines()) + "\n", encoding="utf-8")
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "bot.cli", "--config", str(config), *args],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            env=env,
+            timeout=120,
+        )
+
+    first = run("import", str(chat))
+    assert first.returncode == 1
+    assert f"{chat}:2: not JSON" in first.stderr
+    assert "导入 2，重复 0，跳过 2，格式错误 7" in first.stdout
+    clean = tmp_path / "clean.jsonl"
+    clean.write_text(sample_lines()[0] + "\n", encoding="utf-8")
+    again = run("import", str(clean))
+    assert again.returncode == 0
+    assert "导入 0，重复 1" in again.stdout
+    report = run("report")
+    assert report.returncode == 0
+    assert "wmU1" in report.stdout
+
+
+def test_demo_runs_and_prints_the_table(tmp_path: Path) -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "demo", "--data-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "HOME": str(tmp_path),
+            "COHORTBOT_DATABASE_URL": "postgresql://nowhere/ignored",
+        },
+    )
+    assert run.returncode == 0, run.stderr
+    assert "再次导入（应全部重复）：435 行：导入 0，重复 435" in run.stdout
+    assert "默默" in run.stdout and "从未发言" in run.stdout
+    assert (tmp_path / "cohortbot.db").exists()
+    assert "🏆" in run.stdout and "潜水预警" in run.stdout and "高危警报" in run.stdout
+    assert "学习证据卡" in run.stdout

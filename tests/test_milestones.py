@@ -1,0 +1,120 @@
+"""Milestones (SPEC §5): congratulation with an @-mention, bonus, badge, exactly once."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import pytest
+
+from bot.app import App
+from bot.clock import ManualClock
+from bot.context import Context
+from bot.outbound import Channel, Kind
+from scripts_library.toml_scripts import ScriptError, fields_of, load, render
+from storage import milestones
+from tests.builders import local
+from tests.chat import balance, bot, entries, make_settings, open_bot, say, sent
+from tests.conftest import GROUP_A
+
+__all__ = ["bot"]
+
+
+async def _streak(bot: App, member: str, days: int, first: int = 2) -> None:
+    for d in range(first, first + days):
+        await say(bot, member, f"#打卡 第{d - 1}天", local(2026, 11, d, 9), msgid=f"{member}-{d}")
+
+
+async def test_seventh_day_is_celebrated_once_even_if_delivered_twice(bot: App) -> None:
+    await _streak(bot, "wmKid", 6)
+    assert [m for m in sent(bot) if m.channel is Channel.GROUP] == []
+    await say(bot, "wmKid", "#打卡 第7天", local(2026, 11, 8, 9), msgid="seventh")
+    await say(bot, "wmKid", "#打卡 第7天", local(2026, 11, 8, 9), msgid="seventh")
+    congrats = [m for m in sent(bot) if m.channel is Channel.GROUP]
+    assert len(congrats) == 1
+    (msg,) = congrats
+    assert (msg.to, msg.mentions, msg.key) == (GROUP_A, ("wmKid",), "milestone:c1:wmKid:7")
+    assert "小明" in msg.text and "7" in msg.text
+    assert ("milestone", 10) in entries(bot, "wmKid")
+    assert balance(bot, "wmKid") == 7 * 2 + 10
+    with bot.db.session() as s:
+        assert [b.milestone for b in milestones.of_member(s, "c1", "wmKid")] == [7]
+
+
+async def test_a_broken_streak_does_not_reach_the_milestone(bot: App) -> None:
+    await _streak(bot, "wmKid", 3)
+    await _streak(bot, "wmKid", 4, first=6)  # missed the 5th
+    assert [m for m in sent(bot) if m.channel is Channel.GROUP] == []
+
+
+async def test_the_card_image_seam(bot: App) -> None:
+    seen: list[tuple[str, Mapping[str, object]]] = []
+
+    def renderer(ctx: Context, kind: str, fields: Mapping[str, object]) -> bytes | None:
+        seen.append((kind, fields))
+        return b"\x89PNG fake"
+
+    bot.pipeline.card_renderer = renderer
+    await _streak(bot, "wmKid", 7)
+    images = [m for m in sent(bot) if m.kind is Kind.IMAGE]
+    assert len(images) == 1 and images[0].image == b"\x89PNG fake"
+    assert seen[0][0] == "milestone" and seen[0][1]["days"] == 7
+
+
+def test_every_script_renders_with_sample_values() -> None:
+    sample = {
+        "name": "{x}小明",
+        "days": 7,
+        "basis": "连续打卡",
+        "bonus": 10,
+        "course": "Python",
+        "names": "@小明 @Amy",
+        "points": 10,
+        "chars": 12,
+        "min_chars": 80,
+        "cap": 3,
+    }
+    for library in ("milestones", "streaks", "reviews"):
+        for script, variants in load(library).items():
+            for template in variants:
+                assert fields_of(template) <= set(sample), (library, script)
+            for seed in range(len(variants) * 4):
+                text = render(library, script, seed=str(seed), **sample)
+                assert "{" not in text.replace("{x}", "")
+    assert len(load("milestones")["congratulation"]) >= 3
+    with pytest.raises(ScriptError):
+        render("milestones", "congratulation")
+
+
+async def test_milestone_on_total_days_when_configured(
+    database_url: str, clock: ManualClock
+) -> None:
+    app = open_bot(make_settings(database_url, streaks={"milestone_basis": "total"}), clock)
+    try:
+        await _streak(app, "wmKid", 3)
+        await _streak(app, "wmKid", 4, first=6)
+        congrats = [m for m in sent(app) if m.channel is Channel.GROUP]
+        assert len(congrats) == 1
+        assert "累计打卡" in congrats[0].text
+    finally:
+        app.close()
+
+
+async def test_day_after_the_start_is_used_for_the_streak(bot: App) -> None:
+    # A check-in at 01:30 belongs to the previous learning day: the streak is not broken.
+    await _streak(bot, "wmKid", 5)
+    await say(bot, "wmKid", "#打卡 第6天", local(2026, 11, 8, 1, 30), msgid="late")
+    await say(bot, "wmKid", "#打卡 第7天", local(2026, 11, 8, 9), msgid="d7")
+    assert len([m for m in sent(bot) if m.channel is Channel.GROUP]) == 1
+
+
+async def test_the_same_checkin_through_two_doors_pays_and_celebrates_once(bot: App) -> None:
+    """The AI-bot callback and the archive carry the same message under different ids: the
+    one-check-in-a-day rule and the badge keep it to one payment and one congratulation."""
+    from tests.builders import archive_text, pair
+
+    await _streak(bot, "wmKid", 6)
+    at = local(2026, 11, 8, 9)
+    await say(bot, "wmKid", "#打卡 第7天", at, msgid="via-aibot")
+    await bot.pipeline.ingest([pair(archive_text(GROUP_A, "wmKid", "#打卡 第7天", at))])
+    assert len([m for m in sent(bot) if m.channel is Channel.GROUP]) == 1
+    assert balance(bot, "wmKid") == 7 * 2 + 10

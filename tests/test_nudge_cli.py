@@ -1,0 +1,83 @@
+"""The CLI of issue 6: scripts lint, import-progress (bad rows by line), digest, export nudges."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot import cli
+from handlers.progress import parse_rows
+from tests.conftest import GROUP_A, base_config
+
+
+def _write_config(tmp_path: Path, database_url: str) -> Path:
+    cfg = base_config()
+    lines = [
+        "[database]",
+        f'url = "{database_url}"',
+    ]
+    for c in cfg["cohorts"]:
+        lines.append("[[cohorts]]")
+        for k in ("id", "course", "start_date", "length_days"):
+            v = c[k]
+            lines.append(f"{k} = {v!r}".replace("'", '"'))
+        if "timezone" in c:
+            lines.append(f'timezone = "{c["timezone"]}"')
+        for g in c["groups"]:
+            lines.append("[[cohorts.groups]]")
+            lines.append(f'chat_id = "{g["chat_id"]}"')
+            if g.get("teachers"):
+                lines.append(f'teachers = ["{g["teachers"][0]}"]')
+    path = tmp_path / "config.toml"
+    path.write_text("\n".join(lines) + "\n", "utf-8")
+    tomllib.loads(path.read_text("utf-8"))
+    return path
+
+
+def test_scripts_lint_passes_on_the_library(capsys: Any) -> None:
+    assert cli.main(["scripts", "lint"]) == 0
+    assert "0 个问题" in capsys.readouterr().out
+
+
+def test_scripts_lint_fails_on_a_bad_file(tmp_path: Path, capsys: Any) -> None:
+    (tmp_path / "x.toml").write_text(
+        '[[script]]\nid="x"\nscenario="long_silence"\nstages=["newcomer"]\nlevels=["light"]\n'
+        'variants=["{name}{typo}", "b", "c"]\n',
+        "utf-8",
+    )
+    assert cli.main(["scripts", "lint", "--dir", str(tmp_path)]) == 1
+    assert "unknown placeholder {typo}" in capsys.readouterr().err
+
+
+def test_progress_rows() -> None:
+    good, errors = parse_rows(
+        ["learner,completion,homework", "wmA,0.8,90%", "wmB,abc,1", "wmC,0.2", "wmD,30,0.1"]
+    )
+    assert good == [("wmA", 0.8, 0.9), ("wmD", 0.3, 0.1)]
+    assert [n for n, _ in errors] == [3, 4]
+
+
+def test_cli_import_digest_export(tmp_path: Path, database_url: str, capsys: Any) -> None:
+    config = _write_config(tmp_path, database_url)
+    csv_file = tmp_path / "p.csv"
+    csv_file.write_text("wmA,0.2,0.3\nbad line\n", "utf-8")
+    assert cli.main(["--config", str(config), "import-progress", str(csv_file)]) == 1
+    captured = capsys.readouterr()
+    assert f"{csv_file}:2:" in captured.err and "导入 1 行" in captured.out
+    assert (
+        cli.main(["--config", str(config), "digest", "--group", GROUP_A, "--date", "2026-11-05"])
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "### 潜水预警" in out and "第4天" in out
+    target = tmp_path / "n.csv"
+    assert cli.main(["--config", str(config), "export", "nudges", "--csv", str(target)]) == 0
+    assert target.read_text("utf-8").startswith("id,cohort,group")
+
+
+@pytest.fixture(autouse=True)
+def _no_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("COHORTBOT_DATABASE_URL", raising=False)

@@ -1,0 +1,277 @@
+"""Scripted personas over 16 simulated days through the real pipeline and the real jobs:
+the radar's levels and hysteresis, nudge timing and variety, opt-out, offers and the digest.
+Runs on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import itertools
+from collections import defaultdict
+from datetime import date, datetime, timedelta
+
+from sqlalchemy import update
+
+from bot.app import App
+from bot.clock import ManualClock
+from bot.outbound import Channel, Kind, Outbound, RecordingSender
+from bot.radar import Signal, evaluate
+from handlers.digest import group_digests, teacher_digest_job
+from handlers.nudges import may_send_at, next_nudge_due, nudge_job, nudge_send_job
+from storage import nudges as nudge_store
+from storage import roster
+from storage.roster import Member, Membership
+from tests.builders import SH, archive_text, local, pair
+from tests.conftest import GROUP_A
+
+START = date(2026, 11, 2)
+PEOPLE = {
+    "wmSteady": "稳稳",
+    "wmFade": "渐渐",
+    "wmSilent": "沉默",
+    "wmBack": "回来",
+    "wmMute": "勿扰",
+    "lily": "莉莉",
+}
+CHAT = "今天学了列表推导式和字典的用法，感觉比昨天顺手多了，明天继续练习函数部分"
+
+
+def active(member: str, n: int) -> tuple[bool, bool]:
+    """(posts a message, checks in) for a persona on cohort day ``n``."""
+    if member in ("wmSteady", "lily"):
+        return True, True
+    if member == "wmFade":
+        return (n <= 8, n <= 6)
+    if member == "wmBack":
+        on = n <= 5 or n >= 12
+        return on, on
+    return False, False
+
+
+class Run:
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self.clock = app.clock
+        assert isinstance(self.clock, ManualClock)
+        sender = app.sender
+        assert isinstance(sender, RecordingSender)
+        self.sender = sender
+        self.private_at: list[tuple[datetime, Outbound]] = []
+        self.levels: dict[str, dict[int, int]] = defaultdict(dict)
+        self.signals: dict[str, dict[int, list[Signal]]] = defaultdict(dict)
+
+    def at(self, n: int, hour: int, minute: int = 0) -> None:
+        moment = datetime.combine(START + timedelta(days=n - 1), datetime.min.time(), SH)
+        self.clock.set(moment.replace(hour=hour, minute=minute))
+
+    def _watch(self, before: int) -> None:
+        for message in self.sender.sent[before:]:
+            if message.channel is Channel.PRIVATE and message.kind is Kind.TEXT:
+                self.private_at.append((self.clock.now(), message))
+
+    async def job(self, fn, *args) -> None:  # type: ignore[no-untyped-def]
+        before = len(self.sender.sent)
+        await fn(self.app, *args)
+        self._watch(before)
+
+    async def day(self, n: int) -> None:
+        self.at(n, 7)
+        await self.job(nudge_job)  # outside any window: must do nothing
+        items = []
+        for member, name in PEOPLE.items():
+            speaks, checks = active(member, n)
+            at = local(2026, 11, START.day + n - 1, 9)
+            if checks:
+                items.append(archive_text(GROUP_A, member, f"#打卡 第{n}天 {CHAT}", at, name=name))
+            elif speaks:
+                items.append(archive_text(GROUP_A, member, "嗯嗯", at, name=name))
+        self.at(n, 9, 5)
+        if items:
+            await self.app.pipeline.ingest([pair(i) for i in items])
+        weekend = (START + timedelta(days=n - 1)).weekday() >= 5
+        self.at(n, 10 if weekend else 19, 7)
+        await self.job(nudge_job)
+        while True:
+            due = await next_nudge_due(self.app)
+            if due is None or due.astimezone(SH).date() != self.clock.now().astimezone(SH).date():
+                break
+            self.clock.set(max(due, self.clock.now()))
+            await self.job(nudge_send_job)
+        self.at(n, 21, 40)
+        await self.job(teacher_digest_job, "teacher1")
+        await self.job(nudge_job)  # outside the window: nothing new goes out
+        self.at(n, 23, 0)
+        await self.job(nudge_job)  # quiet hours
+        async with self.app.db.unit_of_work() as uow:
+            cohort = self.app.settings.cohort("c1")
+            radar = evaluate(
+                uow.session, self.app.settings, cohort, [GROUP_A], START + timedelta(days=n - 1)
+            )
+        for m in radar[GROUP_A].members:
+            self.levels[m.member_id][n] = m.level if m.flagged else 0
+            self.signals[m.member_id][n] = m.signals
+
+
+async def setup(app: App) -> None:
+    clock = app.clock
+    assert isinstance(clock, ManualClock)
+    clock.set(local(2026, 11, 2, 5))
+    with app.db.unit_of_work_sync() as uow:
+        s = uow.session
+        roster.ensure_members(
+            s,
+            [(m, n, "internal" if m == "lily" else "external") for m, n in PEOPLE.items()],
+            clock.now(),
+        )
+        for m in PEOPLE:
+            roster.record_join(s, GROUP_A, m, local(2026, 11, 1, 20))
+        s.execute(update(Member).where(Member.kind == "external").values(owner_userid="teacher1"))  # type: ignore[arg-type]
+        s.execute(
+            update(Membership)
+            .where(Membership.member_id.in_(["wmSteady", "wmFade", "wmBack", "lily"]))  # type: ignore[attr-defined]
+            .values(intro_done_at=local(2026, 11, 2, 9))
+        )
+    # 勿扰 opts out in the group on day 1.
+    item = archive_text(GROUP_A, "wmMute", "/免打扰", local(2026, 11, 2, 6, 30), name="勿扰")
+    await app.pipeline.ingest([pair(item)])
+
+
+async def test_personas_over_sixteen_days(app: App) -> None:
+    await setup(app)
+    run = Run(app)
+    for n in range(1, 17):
+        await run.day(n)
+
+    lv = run.levels
+    # A steady learner is never flagged.
+    assert all(v == 0 for v in lv["wmSteady"].values()), lv["wmSteady"]
+    assert all(v == 0 for v in lv["lily"].values())
+    # A fading one goes light, then medium.
+    fade = lv["wmFade"]
+    first_light = min(d for d, v in fade.items() if v == 1)
+    first_medium = min(d for d, v in fade.items() if v == 2)
+    assert all(v == 0 for d, v in fade.items() if d < first_light)
+    assert first_light < first_medium, fade
+    # Silent from day one: high by day 4.
+    assert lv["wmSilent"][4] == 3, run.signals["wmSilent"][4]
+    # Comeback: flagged while away, held on the first active day, cleared after 2 active days.
+    back = lv["wmBack"]
+    assert back[11] > 0
+    assert back[12] > 0
+    assert back[13] == 0 and back[14] == 0
+
+    # Nudges: only inside windows, never in quiet hours, away from :00/:30, never twice the same
+    # text to one learner, never to the opted-out learner, at most one per learner per 3 days.
+    ns = app.settings.nudges
+    assert run.private_at, "some nudges went out"
+    by_member: dict[str, list[tuple[datetime, str]]] = defaultdict(list)
+    for at, message in run.private_at:
+        local_at = at.astimezone(SH)
+        assert may_send_at(local_at, ns), local_at
+        assert local_at.minute % 30 not in (0, 1, 2, 28, 29), local_at
+        by_member[message.to].append((at, message.text))
+    per_day: dict[tuple[str, date], int] = defaultdict(int)
+    for at, message in run.private_at:
+        per_day[(message.to, at.astimezone(SH).date())] += 1
+    assert all(count <= ns.per_customer_daily_limit for count in per_day.values())
+    assert "wmMute" not in by_member
+    assert "wmSteady" not in by_member
+    for member, sent in by_member.items():
+        texts = [t for _, t in sent]
+        assert len(texts) == len(set(texts)), member
+    async with app.db.unit_of_work() as uow:
+        rows = nudge_store.all_sent(uow.session)
+    days_by_member: dict[str, list[date]] = defaultdict(list)
+    for row in rows:
+        days_by_member[row.member_id].append(row.day)
+        assert row.route == ("app_message" if row.member_id == "lily" else "add_msg_template")
+    for member, days in days_by_member.items():
+        days.sort()
+        assert all((b - a).days >= 3 for a, b in itertools.pairwise(days)), member
+    assert {"wmSilent", "wmFade", "wmBack"} <= set(days_by_member)
+    # Effectiveness: the comeback's last nudge before day 12 either worked or was ignored;
+    # every nudge older than 72 h is settled.
+    assert all(r.worked is not None for r in rows if r.day <= START + timedelta(days=11))
+
+
+async def test_digest_lists_exactly_the_flagged(app: App) -> None:
+    await setup(app)
+    run = Run(app)
+    for n in range(1, 11):
+        await run.day(n)
+    day = START + timedelta(days=9)
+    digests = [m for m in run.sender.sent if m.kind is Kind.MARKDOWN and m.to == "teacher1"]
+    assert digests and all(len(m.text.encode()) <= 4096 for m in digests)
+    async with app.db.unit_of_work() as uow:
+        cohort = app.settings.cohort("c1")
+        radar = evaluate(uow.session, app.settings, cohort, [GROUP_A], day, persist=False)
+        text = group_digests(uow.session, app.settings, cohort, [GROUP_A], day, persist=False)[
+            GROUP_A
+        ]
+    flagged = {m.member_id for m in radar[GROUP_A].flagged}
+    assert flagged == {"wmFade", "wmSilent", "wmBack", "wmMute"}
+    for member_id, name in PEOPLE.items():
+        assert (f"**{name}**" in text) == (member_id in flagged), name
+    from bot.radar import SIGNAL_LABELS
+
+    for m in radar[GROUP_A].flagged:
+        for s in m.signals:
+            assert SIGNAL_LABELS[s] in text
+    assert "### 昨日私信提醒" in text and "### 待批准挽回方案" in text
+
+
+async def test_offer_needs_teacher_approval(app: App) -> None:
+    await setup(app)
+    run = Run(app)
+    for n in range(1, 6):
+        await run.day(n)
+    async with app.db.unit_of_work() as uow:
+        offers = nudge_store.pending_offers(uow.session, [GROUP_A])
+        offer_ids = {o.member_id: o.id for o in offers}
+    assert "wmSilent" in offer_ids and "wmMute" not in offer_ids
+    assert not any(m.key.startswith("offer:") for m in run.sender.sent)
+    # A learner cannot approve; the teacher can.
+    run.at(5, 23, 30)
+    await app.pipeline.ingest(
+        [pair(archive_text(GROUP_A, "wmSteady", f"/批准 {offer_ids['wmSilent']}", app.clock.now()))]
+    )
+    await app.pipeline.ingest(
+        [pair(archive_text(GROUP_A, "teacher1", f"/批准 {offer_ids['wmSilent']}", app.clock.now()))]
+    )
+    replies = [m.text for m in run.sender.sent if m.channel is Channel.REPLY]
+    assert any("仅限班长" in r for r in replies)
+    assert any("已批准提议" in r for r in replies)
+    for n in range(6, 9):
+        await run.day(n)
+    offers_sent = [m for m in run.sender.sent if m.key.startswith("offer:")]
+    assert [m.to for m in offers_sent] == ["wmSilent"]
+
+
+async def test_stage_override_and_quiet_list(app: App) -> None:
+    await setup(app)
+    run = Run(app)
+    for n in range(1, 5):
+        await run.day(n)
+    run.at(4, 23, 30)
+    now = app.clock.now()
+    await app.pipeline.ingest(
+        [
+            pair(archive_text(GROUP_A, "leader1", "/阶段 @沉默 冲刺期", now)),
+            pair(archive_text(GROUP_A, "leader1", "/潜水", now + timedelta(seconds=1))),
+            pair(archive_text(GROUP_A, "wmSteady", "/潜水", now + timedelta(seconds=2))),
+        ]
+    )
+    replies = [m.text for m in run.sender.sent if m.channel is Channel.REPLY]
+    assert any("已将 沉默 的阶段设为「冲刺期」" in r for r in replies)
+    quiet = next(r for r in replies if r.startswith("潜水预警"))
+    assert "沉默 高危警报" in quiet and "稳稳" not in quiet
+    assert any("仅限班长" in r for r in replies)
+    async with app.db.unit_of_work() as uow:
+        radar = evaluate(
+            uow.session,
+            app.settings,
+            app.settings.cohort("c1"),
+            [GROUP_A],
+            START + timedelta(days=3),
+            persist=False,
+        )
+    silent = next(m for m in radar[GROUP_A].members if m.member_id == "wmSilent")
+    assert silent.stage.value == "sprint"

@@ -1,0 +1,171 @@
+"""Pure parts of the radar and nudges: stages, levels, timing, delivery, safe rendering, split."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from zoneinfo import ZoneInfo
+
+from bot.config import NudgeSettings, parse_settings
+from bot.radar import Stage, level_of, parse_stage, stage_of
+from handlers.digest import split_markdown
+from handlers.nudges import (
+    APP_MESSAGE,
+    MSG_TEMPLATE,
+    NO_ROUTE,
+    delivery_route,
+    in_quiet_hours,
+    may_send_at,
+    pick_send_time,
+)
+from scripts_library import nudges as library
+from tests.conftest import base_config
+
+SH = ZoneInfo("Asia/Shanghai")
+
+
+def test_stages_follow_the_cohort_day() -> None:
+    cohort = parse_settings(base_config(), env={}).cohort("c1")  # 21 days from 2026-11-02
+    start = cohort.start_date
+    expected = {
+        1: Stage.NEWCOMER,
+        3: Stage.NEWCOMER,
+        4: Stage.ADAPTING,
+        7: Stage.ADAPTING,
+        8: Stage.ADVANCING,
+        14: Stage.ADVANCING,
+        15: Stage.SPRINT,
+        18: Stage.SPRINT,
+        19: Stage.CLOSING,
+        21: Stage.CLOSING,
+        22: Stage.AFTER,
+    }
+    for n, stage in expected.items():
+        assert stage_of(cohort, date.fromordinal(start.toordinal() + n - 1)) is stage, n
+    assert parse_stage("冲刺期") is Stage.SPRINT
+    assert parse_stage("结营后") is Stage.AFTER
+    assert parse_stage("随便") is None
+
+
+def test_levels() -> None:
+    assert [level_of(n) for n in range(7)] == [0, 1, 1, 2, 2, 3, 3]
+
+
+def test_windows_and_quiet_hours() -> None:
+    ns = NudgeSettings()
+    monday = datetime(2026, 11, 2, 19, 15, tzinfo=SH)
+    assert may_send_at(monday, ns)
+    assert not may_send_at(monday.replace(hour=18, minute=59), ns)
+    assert not may_send_at(monday.replace(hour=21, minute=30), ns)
+    saturday = datetime(2026, 11, 7, 10, 5, tzinfo=SH)
+    assert may_send_at(saturday, ns)
+    assert not may_send_at(saturday.replace(hour=20, minute=1), ns)
+    assert in_quiet_hours(monday.replace(hour=23), ns)
+    assert in_quiet_hours(monday.replace(hour=6, minute=59), ns)
+    assert not in_quiet_hours(monday.replace(hour=7, minute=30), ns)
+    # A window that overlaps quiet hours is cut by them.
+    late = NudgeSettings(weekday_window=((21, 0), (23, 59)))
+    assert not may_send_at(monday.replace(hour=22, minute=45), late)
+
+
+def test_send_times_avoid_round_minutes_and_spread() -> None:
+    ns = NudgeSettings()
+    now = datetime(2026, 11, 2, 19, 0, tzinfo=SH)
+    times = {pick_send_time(now, ns, f"m{i}") for i in range(200)}
+    assert len(times) > 50
+    for t in times:
+        assert t.minute % 30 not in (28, 29, 0, 1, 2)
+        assert may_send_at(t, ns)
+
+
+def test_delivery_route_by_member_kind() -> None:
+    assert delivery_route("zhangsan", "internal", None).kind == APP_MESSAGE
+    ext = delivery_route("wmAbc", "external", "teacher1")
+    assert (ext.kind, ext.sender, ext.to) == (MSG_TEMPLATE, "teacher1", "wmAbc")
+    assert delivery_route("wmAbc", "external", None).kind == NO_ROUTE
+
+
+def test_render_inserts_user_values_literally() -> None:
+    text = library.render(
+        "{name}你好，你有{points}积分", {"name": "{points}{0.__class__}", "points": 5}
+    )
+    assert text == "{points}{0.__class__}你好，你有5积分"
+
+
+def test_library_lints_clean_and_is_large_enough() -> None:
+    scripts = library.load()
+    assert library.lint(scripts) == []
+    assert len({s.scenario for s in scripts}) >= 20
+    assert all(len(s.variants) >= 3 for s in scripts)
+    assert {st for s in scripts for st in s.stages} == set(library.STAGES)
+
+
+def test_lint_catches_problems(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "bad.toml").write_text(
+        '[[script]]\nid="x"\nscenario="long_silence"\nstages=["newcomer"]\nlevels=["light"]\n'
+        'variants=["{nmae}你好", "{name}' + "长" * 800 + '", "{name}"]\n',
+        "utf-8",
+    )
+    problems = library.lint(library.load(tmp_path))
+    text = "\n".join(problems)
+    assert "unknown placeholder {nmae}" in text
+    assert "bytes rendered, limit 2048" in text
+    assert "coverage: no script for scenario 'no_intro'" in text
+
+
+def test_split_markdown_fits_and_keeps_lines() -> None:
+    lines = [f"{i}. **学员{i}** 中度警报 · 未发言{i}天 · " + "信号说明" * 20 for i in range(200)]
+    text = "\n".join(lines)
+    parts = split_markdown(text)
+    assert len(parts) > 1
+    assert all(len(p.encode()) <= 4096 for p in parts)
+    assert "\n".join(parts) == text
+    huge = split_markdown("字" * 5000)
+    assert all(len(p.encode()) <= 4096 for p in huge) and "".join(huge) == "字" * 5000
+
+
+def test_choose_uses_each_postcard_and_variant_once() -> None:
+    from handlers.nudges import choose, text_hash
+
+    cards = ("卡片一：变量就是给数据起名字。", "卡片二：函数把重复的步骤收起来。")
+    used: set[tuple[str, int]] = set()
+    hashes: set[str] = set()
+    used_cards: set[int] = set()
+    texts = []
+    for _ in range(8):
+        c = choose(
+            ["knowledge_postcard"],
+            "sprint",
+            1,
+            {"name": "小明", "course": "Python"},
+            used,
+            hashes,
+            cards,
+            used_cards,
+            "seed",
+        )
+        if c is None:
+            break
+        texts.append(c.text)
+        used.add((c.script.id, c.variant))
+        hashes.add(text_hash(c.text))
+        if c.postcard is not None:
+            used_cards.add(c.postcard)
+    assert len(texts) == 2  # two postcards, each used once
+    assert len(set(texts)) == 2
+
+
+def test_nudge_settings_parse_and_refuse_typos() -> None:
+    import pytest
+
+    from bot.config import ConfigError
+
+    s = parse_settings(
+        base_config(nudges={"weekday_window": "18:30-21:00", "postcards": ["a"]}), env={}
+    )
+    assert s.nudges.weekday_window == ((18, 30), (21, 0))
+    assert s.nudges.postcards == ("a",)
+    assert len(s.nudges.offers) == 5
+    with pytest.raises(ConfigError, match=r"nudges\.quiet_hour"):
+        parse_settings(base_config(nudges={"quiet_hour": "1"}), env={})
+    with pytest.raises(ConfigError, match=r"radar\.volume_ratio"):
+        parse_settings(base_config(radar={"volume_ratio": 3}), env={})

@@ -1,0 +1,234 @@
+"""Storage contract tests, run on SQLite and PostgreSQL alike."""
+
+from __future__ import annotations
+
+import json
+from datetime import date, timedelta
+
+from sqlalchemy import func, inspect, select
+
+from bot.app import App
+from bot.clock import ManualClock
+from bot.config import Settings
+from bot.context import Context
+from bot.maintenance import purge_old_text
+from bot.updates import Update
+from storage import activity, inbox, messages, roster
+from storage.db import Database
+from storage.inbox import Incoming, RawEvent
+from tests.builders import archive_text, local, pair
+from tests.conftest import GROUP_A
+
+
+def test_migrations_apply_once_and_again(database_url: str) -> None:
+    db = Database(database_url)
+    try:
+        db.upgrade()
+        db.upgrade()  # idempotent
+        tables = set(inspect(db.engine).get_table_names())
+        assert {
+            "raw_event",
+            "message",
+            "daily_counter",
+            "checkin",
+            "membership",
+            "member",
+            "chat_group",
+            "cohort",
+            "alembic_version",
+        } <= tables
+        assert db.has_schema()
+    finally:
+        db.dispose()
+
+
+def test_inbox_stores_each_key_once(app: App) -> None:
+    items = [
+        Incoming("import", "archive", "k1", "{}"),
+        Incoming("import", "archive", "k2", "{}"),
+        Incoming("import", "archive", "k1", "{}"),
+        Incoming("robot", "robot", "k1", "{}"),
+    ]
+    with app.db.unit_of_work_sync() as uow:
+        assert inbox.store_new(uow.writer, items, app.clock.now()) == [0, 1, 3]
+    with app.db.unit_of_work_sync() as uow:
+        assert inbox.store_new(uow.writer, items, app.clock.now()) == []
+        assert [r.event_key for r in inbox.pending(uow.session, 10)] == ["k1", "k2", "k1"]
+
+
+def test_counter_deltas_accumulate_across_flushes(app: App) -> None:
+    key = (GROUP_A, "wmU1", date(2026, 11, 3))
+    at = local(2026, 11, 3, 9)
+    for minutes, chars in ((0, 5), (30, 7)):
+        with app.db.unit_of_work_sync() as uow:
+            uow.activity.add_member("wmU1", "", "external")
+            uow.activity.count(key, at=at + timedelta(minutes=minutes), messages=1, chars=chars)
+            uow.activity.count(key, reviews_received=1)
+    with app.db.session() as s:
+        row = activity.day_of(s, *key)
+    assert row is not None
+    assert (row.messages, row.chars, row.reviews_received) == (2, 12, 2)
+    assert (row.first_at, row.last_at) == (at, at + timedelta(minutes=30))
+
+
+def test_a_rolled_back_unit_of_work_leaves_nothing(app: App) -> None:
+    try:
+        with app.db.unit_of_work_sync() as uow:
+            uow.activity.add_member("wmU1", "", "external")
+            uow.activity.count((GROUP_A, "wmU1", date(2026, 11, 3)), messages=1)
+            uow.flush()
+            raise RuntimeError("boom")
+    except RuntimeError:
+        pass
+    with app.db.session() as s:
+        assert s.scalar(select(func.count()).select_from(activity.DailyCounter)) == 0
+
+
+def test_member_names_fill_in_but_are_never_blanked(app: App) -> None:
+    now = app.clock.now()
+    with app.db.unit_of_work_sync() as uow:
+        roster.ensure_members(uow.session, [("wmU1", "", "external")], now)
+        roster.ensure_members(uow.session, [("wmU1", "小鱼", "external")], now)
+        roster.ensure_members(uow.session, [("wmU1", "", "external")], now)
+        assert roster.names(uow.session, ["wmU1", "ghost"]) == {"wmU1": "小鱼", "ghost": "ghost"}
+
+
+async def test_joins_and_leaves_are_recorded(app: App) -> None:
+    from bot.updates import Door, Event, UpdateKind
+
+    def event(name: Event, at_hour: int) -> Update:
+        return Update(
+            door=Door.APP,
+            kind=UpdateKind.EVENT,
+            event=name,
+            message_id=f"{name}-{at_hour}",
+            chat_id=GROUP_A,
+            sender_id="wmNew",
+            sent_at=local(2026, 11, 2, at_hour),
+            event_data={"member_ids": ["wmNew", "wmNew2"], "join_scene": 3},
+        )
+
+    await app.pipeline.ingest([(event(Event.MEMBER_JOINED, 9), "{}")])
+    await app.pipeline.ingest([(event(Event.MEMBER_LEFT, 18), "{}")])
+    with app.db.session() as s:
+        m = roster.get_membership(s, GROUP_A, "wmNew2")
+    assert m is not None
+    assert (m.joined_at, m.join_scene, m.left_at) == (
+        local(2026, 11, 2, 9),
+        3,
+        local(2026, 11, 2, 18),
+    )
+    assert m.never_spoken
+
+
+async def test_retention_blanks_old_text_and_keeps_counters(app: App, clock: ManualClock) -> None:
+    old = archive_text(GROUP_A, "wmU1", "很久以前的消息", local(2026, 11, 2, 10))
+    new = archive_text(GROUP_A, "wmU1", "最近的消息", local(2026, 12, 20, 10))
+    clock.set(local(2026, 11, 2, 10))
+    await app.pipeline.ingest([pair(old)])
+    clock.set(local(2026, 12, 20, 10))
+    await app.pipeline.ingest([pair(new)])
+    clock.set(local(2026, 12, 25, 0))  # retention 30 days: before Nov 25 goes
+    result = purge_old_text(app.db, app.settings, clock)
+    assert (result.messages, result.payloads) == (1, 1)
+    with app.db.session() as s:
+        assert messages.get(s, "archive", old["msgid"]).text is None  # type: ignore[union-attr]
+        assert messages.get(s, "archive", new["msgid"]).text == "最近的消息"  # type: ignore[union-attr]
+        assert activity.day_of(s, GROUP_A, "wmU1", date(2026, 11, 2)).chars == 7  # type: ignore[union-attr]
+
+
+async def test_one_failing_update_does_not_sink_its_batch(app: App) -> None:
+    from bot.dispatcher import Router
+
+    boom = Router("boom")
+
+    @boom.message()
+    async def explode(update: Update, ctx: Context) -> None:
+        if "炸" in update.text:
+            raise RuntimeError("handler exploded")
+
+    app.dispatcher.include(boom)
+    items = [
+        archive_text(GROUP_A, "wmU1", t, local(2026, 11, 3, 9 + i))
+        for i, t in enumerate(["好的", "炸弹", "#打卡 第2天"])
+    ]
+    result = await app.pipeline.ingest([pair(i) for i in items])
+    assert (result.new, result.failed) == (2, 1)
+    with app.db.session() as s:
+        row = activity.day_of(s, GROUP_A, "wmU1", date(2026, 11, 3))
+        failed = s.scalars(select(RawEvent).where(RawEvent.error.is_not(None))).all()  # type: ignore[union-attr]
+    assert row is not None
+    assert (row.messages, row.checkins) == (2, 1)
+    assert [(f.event_key, f.error) for f in failed] == [
+        (items[1]["msgid"], "RuntimeError: handler exploded")
+    ]
+    # The failed event is recorded, not retried for ever, and a redelivery is a duplicate.
+    again = await app.pipeline.ingest([pair(items[1])])
+    assert (again.new, again.duplicates) == (0, 1)
+
+
+async def test_process_pending_handles_stored_events(app: App) -> None:
+    item = archive_text(GROUP_A, "wmU1", "#打卡 第2天", local(2026, 11, 3, 9))
+    update, payload = pair(item)
+    with app.db.unit_of_work_sync() as uow:
+        inbox.store_new(
+            uow.writer,
+            [Incoming("archive", "archive", update.message_id, payload)],
+            app.clock.now(),
+        )
+    assert await app.pipeline.process_pending() == 1
+    assert await app.pipeline.process_pending() == 0
+    with app.db.session() as s:
+        row = activity.day_of(s, GROUP_A, "wmU1", date(2026, 11, 3))
+    assert row is not None
+    assert row.checkins == 1
+
+
+async def test_two_replicas_never_process_one_inbox_row(
+    database_url: str, settings: Settings, clock: ManualClock
+) -> None:
+    """Two apps (own engines) drain the same inbox concurrently: every row counts once."""
+    import asyncio
+    import threading
+
+    items = [
+        archive_text(GROUP_A, f"wmU{i % 7}", "大家好，今天继续加油", local(2026, 11, 3, 9, i))
+        for i in range(60)
+    ]
+    first, second = App.open(settings, clock=clock), App.open(settings, clock=clock)
+    try:
+        with first.db.unit_of_work_sync() as uow:
+            inbox.store_new(
+                uow.writer,
+                [Incoming("archive", "archive", i["msgid"], json.dumps(i)) for i in items],
+                clock.now(),
+            )
+        handled: list[int] = []
+
+        def drain(app: App) -> None:
+            async def loop() -> None:
+                while (n := await app.pipeline.process_pending(limit=7)) or await _pending(app):
+                    handled.append(n)
+
+            asyncio.run(loop())
+
+        threads = [threading.Thread(target=drain, args=(a,)) for a in (first, second)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        assert sum(handled) == 60
+        with first.db.session() as s:
+            total = s.scalar(select(func.sum(activity.DailyCounter.messages)))
+            errors = s.scalar(
+                select(func.count()).select_from(RawEvent).where(RawEvent.error.is_not(None))
+            )  # type: ignore[union-attr]
+        assert (total, errors) == (60, 0)
+    finally:
+        first.close()
+        second.close()
+
+
+async def _pending(app: App) -> bool:
+    with app.db.session() as s:
+        return bool(inbox.pending(s, 1))

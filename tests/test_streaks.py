@@ -1,0 +1,163 @@
+"""Make-up cards (补卡), 我的, and the streak-at-risk reminder job (SPEC §3)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from bot.app import App
+from bot.clock import ManualClock
+from bot.outbound import Channel
+from handlers.streaks import parse_day, reminder_schedule, streak_reminder_job
+from storage import checkins, roster
+from tests.builders import local
+from tests.chat import bot, make_settings, open_bot, say, sent
+from tests.conftest import GROUP_A
+
+__all__ = ["bot"]
+
+
+async def _checkin(bot: App, member: str, day: int, hour: int = 9) -> None:
+    await say(bot, member, "#打卡", local(2026, 11, day, hour), msgid=f"{member}-{day}")
+
+
+def _days(bot: App, member: str) -> list[int]:
+    with bot.db.session() as s:
+        return [c.day.day for c in checkins.of_member(s, "c1", member)]
+
+
+def test_parse_day() -> None:
+    today = local(2026, 11, 6).date()
+    assert parse_day("2026-11-03", today) == local(2026, 11, 3).date()
+    assert parse_day("11-03", today) == local(2026, 11, 3).date()
+    assert parse_day("11月3日", today) == local(2026, 11, 3).date()
+    assert parse_day("昨天", today) == local(2026, 11, 5).date()
+    assert parse_day("12-30", today) == local(2025, 12, 30).date()
+    assert parse_day("13-45", today) is None
+    assert parse_day("明天吧", today) is None
+
+
+async def test_makeup_fills_the_latest_missed_day_and_restores_the_streak(bot: App) -> None:
+    await _checkin(bot, "wmKid", 2)
+    await _checkin(bot, "wmKid", 3)
+    await _checkin(bot, "wmKid", 5)  # missed the 4th
+    (out,) = await say(bot, "wmKid", "/补卡", local(2026, 11, 5, 10))
+    assert out == "已为你补卡 11-04（补卡已用 1/2 张），当前连续打卡 4 天。"
+    assert _days(bot, "wmKid") == [2, 3, 4, 5]
+    (mine,) = await say(bot, "wmKid", "/我的", local(2026, 11, 5, 11))
+    assert "补卡：已用 1/2 张（11-04）" in mine
+    assert "连续打卡 4 天" in mine
+    assert "第 4/21 天" in mine
+
+
+async def test_makeup_with_a_date_and_the_limit(bot: App) -> None:
+    await _checkin(bot, "wmKid", 6)
+    assert (await say(bot, "wmKid", "/补卡 11-02", local(2026, 11, 6, 10)))[0].startswith(
+        "已为你补卡 11-02（补卡已用 1/2 张）"
+    )
+    assert (await say(bot, "wmKid", "/补卡 11-03", local(2026, 11, 6, 10)))[0].startswith(
+        "已为你补卡 11-03（补卡已用 2/2 张）"
+    )
+    assert await say(bot, "wmKid", "/补卡 11-04", local(2026, 11, 6, 10)) == [
+        "你的 2 张补卡已经用完了。"
+    ]
+    (points,) = await say(bot, "wmKid", "/积分", local(2026, 11, 6, 10))
+    assert "补卡：已用 2/2 张（11-02、11-03）" in points
+
+
+async def test_makeup_refusals(bot: App) -> None:
+    at = local(2026, 11, 6, 10)
+    await _checkin(bot, "wmKid", 5)
+    assert await say(bot, "wmKid", "/补卡 11-06", at) == [
+        "补卡只能补过去漏打的日子，今天请直接打卡哦。"
+    ]
+    assert await say(bot, "wmKid", "/补卡 2026-11-09", at) == [
+        "补卡只能补过去漏打的日子，今天请直接打卡哦。"
+    ]
+    assert await say(bot, "wmKid", "/补卡 11-01", at) == ["11-01 不在训练营日期内，不能补卡。"]
+    assert await say(bot, "wmKid", "/补卡 11-05", at) == ["你在 11-05 已经打过卡了，不需要补卡。"]
+    assert await say(bot, "wmKid", "/补卡 某天", at) == [
+        "「某天」不是日期。用法：补卡 [日期] 或 补卡 @某人 [日期]"
+    ]
+    assert _days(bot, "wmKid") == [5]
+
+
+async def test_leader_uses_a_card_for_a_learner_and_a_learner_cannot(bot: App) -> None:
+    at = local(2026, 11, 4, 10)
+    assert await say(bot, "wmAmy", "/补卡 @小明 11-03", at) == ["抱歉，为他人补卡仅限班长使用。"]
+    (out,) = await say(bot, "leader1", "/补卡 @小明 11-03", at)
+    assert out.startswith("已为小明补卡 11-03（补卡已用 1/2 张）")
+    assert _days(bot, "wmKid") == [3]
+    assert _days(bot, "wmAmy") == []
+
+
+async def test_makeup_card_can_complete_a_milestone(bot: App) -> None:
+    for d in (2, 3, 4, 6, 7, 8):
+        await _checkin(bot, "wmKid", d)
+    await say(bot, "wmKid", "/补卡 11-05", local(2026, 11, 8, 10))
+    congrats = [m for m in sent(bot) if m.channel is Channel.GROUP]
+    assert [m.key for m in congrats] == ["milestone:c1:wmKid:7"]
+
+
+async def test_reminder_goes_to_streaks_of_three_not_checked_in_today(bot: App) -> None:
+    for d in (3, 4, 5):
+        await _checkin(bot, "wmKid", d)  # streak 3, not yet today (6th): reminded
+        await _checkin(bot, "wmAmy", d)  # streak 3 but checks in today: not reminded
+    for d in (4, 5):
+        await _checkin(bot, "wmBob", d)  # streak 2: not reminded
+    for d in (2, 3, 4):
+        await _checkin(bot, "wmCat", d)  # streak broken yesterday: not reminded
+    await _checkin(bot, "wmAmy", 6)
+    clock = bot.clock
+    assert isinstance(clock, ManualClock)
+    clock.set(local(2026, 11, 6, 20, 30))
+    before = len(sent(bot))
+    assert await streak_reminder_job(bot) == 1
+    assert await streak_reminder_job(bot) == 1  # a re-run (second replica) sends nothing new
+    new = sent(bot)[before:]
+    assert len(new) == 1
+    (msg,) = new
+    assert (msg.channel, msg.to, msg.mentions) == (Channel.GROUP, GROUP_A, ("wmKid",))
+    assert msg.key == "streak-reminder:wrTestGroupA:2026-11-06"
+    assert "@小明" in msg.text
+
+
+async def test_private_reminders(database_url: str, clock: ManualClock) -> None:
+    app = open_bot(make_settings(database_url, streaks={"reminder_channel": "private"}), clock)
+    try:
+        for d in (3, 4, 5):
+            await _checkin(app, "wmKid", d)
+            await _checkin(app, "wmDan", d)
+        with app.db.unit_of_work_sync() as uow:  # wmDan left the group: no reminder
+            roster.record_leave(uow.session, GROUP_A, "wmDan", clock.now())
+        clock.set(local(2026, 11, 6, 20, 30))
+        before = len(sent(app))
+        assert await streak_reminder_job(app, "c1") == 1
+        (msg,) = sent(app)[before:]
+        assert (msg.channel, msg.to) == (Channel.PRIVATE, "wmKid")
+        assert "3" in msg.text
+    finally:
+        app.close()
+
+
+async def test_no_reminder_outside_the_cohort_dates(bot: App) -> None:
+    clock = bot.clock
+    assert isinstance(clock, ManualClock)
+    clock.set(datetime(2026, 12, 25, 12, tzinfo=UTC))
+    assert await streak_reminder_job(bot) == 0
+
+
+def test_reminder_schedule_is_per_cohort_timezone(bot: App) -> None:
+    assert reminder_schedule(bot.settings) == [
+        ("c1", 20, 30, "Asia/Shanghai"),
+        ("ny", 20, 30, "America/New_York"),
+    ]
+
+
+async def test_progress_card_seam(bot: App) -> None:
+    from bot.outbound import Kind
+
+    bot.pipeline.card_renderer = lambda ctx, kind, fields: f"{kind}:{fields['day']}".encode()
+    out = await say(bot, "wmKid", "/我的", local(2026, 11, 3, 10))
+    assert out[0].startswith("小明 的学习进度")
+    (image,) = [m for m in sent(bot) if m.kind is Kind.IMAGE]
+    assert image.image == b"progress:2"
