@@ -184,14 +184,7 @@ def cmd_outbox_deliver(args: argparse.Namespace) -> int:
                     loop.add_signal_handler(sig, stop.set)
                 await worker.run(stop, args.interval)
                 return total
-            while True:  # until a round finds nothing due
-                report = await worker.deliver_due()
-                total.sent += report.sent
-                total.retried += report.retried
-                total.deferred += report.deferred
-                total.failed += report.failed
-                if not (report.sent or report.retried or report.deferred or report.failed):
-                    return total
+            return await worker.drain()
         finally:
             await api.close()
 

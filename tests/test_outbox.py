@@ -481,3 +481,37 @@ async def test_a_claim_round_that_loses_a_lock_race_claims_nothing(
     assert (row.status, row.attempts, row.version) == ("pending", 0, 0)  # rolled back
     monkeypatch.setattr(outbox, "claim", real_claim)
     assert (await h.worker.deliver_due()).sent == 1
+
+
+async def test_drain_goes_on_after_another_worker_wins_a_race(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A round whose rows were all claimed first by another worker is not "nothing due": the
+    drain goes on to the buckets that worker does not hold (the two-process flake in CI)."""
+    await h.queue(group("一班", "a:1"))
+    await h.queue(*(Outbound(Channel.PRIVATE, f"staff{i}", "你好", key=f"s:{i}") for i in range(3)))
+    worker = DeliveryWorker(
+        h.app.settings, h.app.db, h.api, h.clock, env={"ROBOT_A": ROBOT_KEY}, batch=1
+    )
+    real_due = outbox.due
+    lost: list[str] = []
+
+    def due_then_lose_the_race(session: Any, now: Any, limit: int) -> list[outbox.OutboxRow]:
+        rows = real_due(session, now, limit)
+        if not lost:  # another replica claims the first row between our read and our claim
+            lost.append(rows[0].key)
+            other = session.get(outbox.OutboxRow, rows[0].id, populate_existing=True)
+            session.expunge(other)
+            assert outbox.claim(session, other, now, timedelta(minutes=2))
+        return rows
+
+    monkeypatch.setattr(outbox, "due", due_then_lose_the_race)
+    report = await worker.drain(pause=0)
+    assert lost == ["a:1"]
+    assert (report.sent, report.contended) == (3, 1)
+    assert {r.key: r.status for r in h.rows()} == {
+        "a:1": "sending",
+        "s:0": "sent",
+        "s:1": "sent",
+        "s:2": "sent",
+    }

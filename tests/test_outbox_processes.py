@@ -89,7 +89,7 @@ async def test_two_processes_deliver_every_message_once(
             outputs = [await p.communicate() for p in procs]
             assert [p.returncode for p in procs] == [0, 0], outputs
             with app.db.session() as s:
-                assert outbox.status_counts(s) == {"sent": 120}
+                assert outbox.status_counts(s) == {"sent": 120}, outputs
         finally:
             app.close()
     contents = [r.body["text"]["content"] for r in fake.delivered]

@@ -117,7 +117,24 @@ class DeliveryReport:
     retried: int = 0
     deferred: int = 0
     failed: int = 0
+    contended: int = 0
+    """Rows another worker claimed first, plus claim rounds rolled back by a lock race: the
+    round found work but could not take it, so "nothing claimed" does not mean "nothing due"."""
     errors: list[str] = field(default_factory=list)
+
+    @property
+    def idle(self) -> bool:
+        """True when the round found nothing due at all."""
+        return not (self.sent or self.retried or self.deferred or self.failed or self.contended)
+
+    def add(self, other: DeliveryReport) -> None:
+        """Fold another round's counts into this one."""
+        self.sent += other.sent
+        self.retried += other.retried
+        self.deferred += other.deferred
+        self.failed += other.failed
+        self.contended += other.contended
+        self.errors.extend(other.errors)
 
 
 class DeliveryWorker:
@@ -157,6 +174,30 @@ class DeliveryWorker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval)
 
+    async def drain(self, pause: float = 0.05, max_contended_rounds: int = 200) -> DeliveryReport:
+        """Deliver rounds until one finds nothing due (``cohortbot outbox deliver --drain``).
+
+        A round that only lost its rows to another worker is not the end: the other worker's
+        claims hold back just their buckets, so the next round finds the rest. Rounds that do
+        nothing but lose races (a database refusing every claim) end the drain after
+        ``max_contended_rounds`` in a row.
+        """
+        total = DeliveryReport()
+        contended_rounds = 0
+        while True:
+            report = await self.deliver_due()
+            total.add(report)
+            if report.idle:
+                return total
+            if report.sent or report.retried or report.deferred or report.failed:
+                contended_rounds = 0
+                continue
+            contended_rounds += 1
+            if contended_rounds >= max_contended_rounds:
+                log.warning("outbox drain stopped after %d contended rounds", contended_rounds)
+                return total
+            await asyncio.sleep(pause)  # let the other worker move on
+
     async def deliver_due(self) -> DeliveryReport:
         """One round: claim what is due now, send it, record the outcomes."""
         report = DeliveryReport()
@@ -182,6 +223,7 @@ class DeliveryWorker:
             # Two workers claiming at once can meet in a deadlock (PostgreSQL aborts one) or a
             # busy timeout (SQLite): this round claims nothing and the rows stay as they were.
             log.warning("outbox claim round rolled back, retrying next round: %s", exc.orig)
+            report.contended += 1
             return []
 
     async def _claim_due(self, report: DeliveryReport) -> list[Claimed]:
@@ -225,6 +267,7 @@ class DeliveryWorker:
                         continue
                 if not outbox.claim(session, row, now, lease):
                     stopped.add(row.bucket)  # another worker is sending this bucket
+                    report.contended += 1
                     continue
                 if route.per_minute is not None:
                     windows[row.bucket].append(now)
