@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
+from typing import Any
 
 import aiohttp
 import pytest
@@ -252,3 +254,34 @@ async def test_repeated_wrong_passwords_are_throttled(url: str, clock: ManualClo
         assert resp.status == 429 and session_cookie(http) is None
         clock.advance(timedelta(minutes=16))
         assert (await login(http, url)).status == 303
+
+
+async def test_page_database_reads_run_off_the_event_loop(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A slow page must not hold up the callbacks served by the same loop: every page's reads
+    run in a worker thread."""
+    loop_thread = threading.get_ident()
+    seen: dict[str, int] = {}
+
+    def recording(name: str, real: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            seen[name] = threading.get_ident()
+            return real(*args, **kwargs)
+
+        return wrapper
+
+    for name in ("member_count", "members", "activity_series"):
+        monkeypatch.setattr(data, name, recording(name, getattr(data, name)))
+    async with client() as http:
+        await login(http, url)
+        for path in ("/dashboard/", f"/dashboard/group/{GROUP_A}"):
+            async with http.get(url + path) as resp:
+                assert resp.status == 200
+        seen_page = dict(seen)
+        seen.clear()
+        async with http.get(f"{url}/dashboard/group/{GROUP_A}/chart.svg") as resp:
+            assert resp.status == 200
+    assert set(seen_page) == {"member_count", "members", "activity_series"}
+    assert set(seen) == {"activity_series"}
+    assert loop_thread not in {*seen_page.values(), *seen.values()}

@@ -3,11 +3,13 @@
 The server mounts it: ``root.add_subapp("/dashboard", build_dashboard(bot))``. Every page but
 the login form needs a session (else a redirect to the login page); the only POSTs are login and
 logout, both CSRF-checked. Pages are server-rendered with Jinja2 (autoescaped); the chart is
-inline SVG; nothing is loaded from the internet (see the Content-Security-Policy header).
+inline SVG; nothing is loaded from the internet (see the Content-Security-Policy header). Each
+page's database reads run in a worker thread, so a slow page never holds up the callbacks.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
@@ -19,7 +21,7 @@ import jinja2
 from aiohttp import web
 
 from bot.clock import Clock
-from bot.config import Settings
+from bot.config import GroupSettings, Settings
 from bot.dashboard import data
 from bot.dashboard.auth import CSRF_COOKIE, SESSION_COOKIE, Signer, password_matches
 from bot.dashboard.chart import activity_svg
@@ -242,20 +244,29 @@ def _day_text(cohort_day: int, length: int) -> str:
 async def index(request: web.Request) -> web.Response:
     """GET /: every cohort and its groups."""
     state = _state(request)
+    urls = {
+        group.chat_id: _url(request, "group", chat_id=group.chat_id)
+        for cohort in state.settings.cohorts
+        for group in cohort.groups
+    }
+    cohorts = await asyncio.to_thread(_index_cohorts, state, urls)
+    return _render(request, "index.html", cohorts=cohorts)
+
+
+def _index_cohorts(state: DashboardState, urls: Mapping[str, str]) -> list[dict[str, Any]]:
+    """The index page's rows (database reads: runs in a worker thread, off the event loop)."""
     now = state.clock.now()
     cohorts = []
     with state.db.session() as session:
         for cohort in state.settings.cohorts:
-            groups = []
-            for group in cohort.groups:
-                count = data.member_count(session, group.chat_id)
-                groups.append(
-                    {
-                        "name": group.name or group.chat_id,
-                        "url": _url(request, "group", chat_id=group.chat_id),
-                        "members": count,
-                    }
-                )
+            groups = [
+                {
+                    "name": group.name or group.chat_id,
+                    "url": urls[group.chat_id],
+                    "members": data.member_count(session, group.chat_id),
+                }
+                for group in cohort.groups
+            ]
             cohorts.append(
                 {
                     "id": cohort.id,
@@ -268,10 +279,10 @@ async def index(request: web.Request) -> web.Response:
                     "groups": groups,
                 }
             )
-    return _render(request, "index.html", cohorts=cohorts)
+    return cohorts
 
 
-def _group_or_404(request: web.Request) -> Any:
+def _group_or_404(request: web.Request) -> GroupSettings:
     group = _state(request).settings.group(request.match_info["chat_id"])
     if group is None:
         raise web.HTTPNotFound(text="没有这个社群。")
@@ -280,14 +291,18 @@ def _group_or_404(request: web.Request) -> Any:
 
 async def group_page(request: web.Request) -> web.Response:
     """GET /group/{chat_id}: members, quiet list, leaderboards, redemptions, offers, chart."""
-    state = _state(request)
-    group = _group_or_404(request)
+    context = await asyncio.to_thread(_group_context, _state(request), _group_or_404(request))
+    return _render(request, "group.html", **context)
+
+
+def _group_context(state: DashboardState, group: GroupSettings) -> dict[str, Any]:
+    """The group page's data (database reads: runs in a worker thread, off the event loop)."""
     cohort = state.settings.cohort(group.cohort_id)
     today = data.today_of(cohort, state.clock.now())
     days = state.settings.dashboard.chart_days
     with state.db.session() as session:
         members = data.members(session, state.settings, group, today)
-        context = {
+        return {
             "group_name": group.name or group.chat_id,
             "cohort": cohort,
             "today": today,
@@ -301,18 +316,20 @@ async def group_page(request: web.Request) -> web.Response:
             "chart": activity_svg(data.activity_series(session, group.chat_id, today, days)),
             "chart_days": days,
         }
-    return _render(request, "group.html", **context)
 
 
 async def group_chart(request: web.Request) -> web.Response:
     """GET /group/{chat_id}/chart.svg: the activity chart alone (for saving or embedding)."""
-    state = _state(request)
-    group = _group_or_404(request)
+    svg = await asyncio.to_thread(_chart_svg, _state(request), _group_or_404(request))
+    return web.Response(text=svg, content_type="image/svg+xml", charset="utf-8")
+
+
+def _chart_svg(state: DashboardState, group: GroupSettings) -> str:
+    """The chart document (database reads: runs in a worker thread, off the event loop)."""
     cohort = state.settings.cohort(group.cohort_id)
     today = data.today_of(cohort, state.clock.now())
     with state.db.session() as session:
         points = data.activity_series(
             session, group.chat_id, today, state.settings.dashboard.chart_days
         )
-    svg = '<?xml version="1.0" encoding="UTF-8"?>\n' + str(activity_svg(points))
-    return web.Response(text=svg, content_type="image/svg+xml", charset="utf-8")
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + str(activity_svg(points))
