@@ -109,7 +109,10 @@ def cmd_card(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from bot.demo import run_demo
 
-    return run_demo(Path(args.data_dir))
+    if not 1 <= args.days <= 28:
+        print("--days 应在 1 到 28 之间", file=sys.stderr)
+        return 2
+    return run_demo(Path(args.data_dir), args.days)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -465,6 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="run the offline demo on SQLite")
     demo.add_argument("--data-dir", default="data/demo")
+    demo.add_argument("--days", type=int, default=28, help="simulated cohort days (1-28)")
     demo.set_defaults(func=cmd_demo)
     return parser
 

@@ -257,8 +257,10 @@ class Server:
         bot: App,
         env: Mapping[str, str] | None = None,
         archive_source: ArchiveSource | None = None,
+        with_delivery: bool = True,
     ) -> None:
         self.bot = bot
+        self.with_delivery = with_delivery
         self.env: Mapping[str, str] = os.environ if env is None else env
         self.archive_source = archive_source
         self.archive: ArchivePoller | None = None
@@ -317,7 +319,8 @@ class Server:
         self._worker_task = self.spawn(self.worker.run(), "inbox-worker")
         self._start_archive()
         self._start_aibot_ws()
-        self._start_delivery()
+        if self.with_delivery:
+            self._start_delivery()
 
     def _start_delivery(self) -> None:
         """Send the outbox (SPEC §12) from this process, when the WeCom API is configured."""
@@ -541,11 +544,14 @@ def create_app(
     env: Mapping[str, str] | None = None,
     archive_source: ArchiveSource | None = None,
     with_scheduler: bool = True,
+    with_delivery: bool = True,
 ) -> web.Application:
     """The aiohttp application for ``bot``: the callback doors, health, ``/metrics``, the
     dashboard at ``/dashboard/`` and the scheduler's lifecycle. Door secrets come from ``env``
-    (default os.environ); ``archive_source`` replaces the native archive SDK (tests, demo)."""
-    server = Server(bot, env, archive_source)
+    (default os.environ); ``archive_source`` replaces the native archive SDK (tests, demo).
+    ``with_scheduler``/``with_delivery`` False leave the jobs and the outbox to the caller (the
+    demo drives both by its manual clock)."""
+    server = Server(bot, env, archive_source, with_delivery)
     # aiohttp's own limit is a backstop; the routes answer 413 themselves.
     app = web.Application(client_max_size=server.settings.max_body_bytes + 1024)
     app[SERVER_KEY] = server

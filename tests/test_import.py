@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from datetime import date
@@ -130,13 +131,14 @@ def test_cli_import_exit_codes_and_output(tmp_path: Path) -> None:
     assert "wmU1" in report.stdout
 
 
-def test_demo_runs_and_prints_the_table(tmp_path: Path) -> None:
+def test_demo_simulates_the_cohort_end_to_end(tmp_path: Path) -> None:
+    """`cohortbot demo` (SPEC §16), 8 of its 28 days: real server, fake WeCom, manual clock."""
     run = subprocess.run(
-        [sys.executable, "-m", "bot.cli", "demo", "--data-dir", str(tmp_path)],
+        [sys.executable, "-m", "bot.cli", "demo", "--data-dir", str(tmp_path), "--days", "8"],
         capture_output=True,
         text=True,
         cwd=ROOT,
-        timeout=120,
+        timeout=300,
         env={
             "PATH": "/usr/bin:/bin",
             "HOME": str(tmp_path),
@@ -144,8 +146,24 @@ def test_demo_runs_and_prints_the_table(tmp_path: Path) -> None:
         },
     )
     assert run.returncode == 0, run.stderr
-    assert "再次导入（应全部重复）：435 行：导入 0，重复 435" in run.stdout
-    assert "默默" in run.stdout and "从未发言" in run.stdout
+    out = run.stdout
     assert (tmp_path / "cohortbot.db").exists()
-    assert "🏆" in run.stdout and "潜水预警" in run.stdout and "高危警报" in run.stdout
-    assert "学习证据卡" in run.stdout
+    assert "模拟 8 天" in out and "拒收 0" in out
+    # Every archive message and callback was taken in; the rosters came from the group API.
+    took = re.search(r"进来的：(\d+) 条会话存档消息，(\d+) 个加密回调", out)
+    assert took and int(took.group(1)) > 1000 and int(took.group(2)) > 50
+    assert "同步 56 人" in out
+    # Late joiners arrived by join event and got their names from the roster refresh.
+    assert "wmAlat" not in out and "wmBlat" not in out
+    # The comeback persona went quiet after day 4, was nudged, and came back the next day.
+    assert re.search(r"（comeback）：第 4 天后沉默，第 \d+ 天收到提醒「.+」，第 \d+ 天回来了", out)
+    # The silent-from-day-1 learners are on the quiet list at medium or high; a steady learner
+    # who missed a day is at most a light warning.
+    quiet = out[out.index("潜水名单") : out.index("私聊提醒")].splitlines()
+    silent = [line for line in quiet if "（silent，从未发言）" in line]
+    assert len(silent) == 6 and all("中度警报" in s or "高危警报" in s for s in silent)
+    assert all("轻度预警" in line for line in quiet if "（steady，" in line)
+    # The teacher received a digest every evening; the week's milestone was celebrated.
+    assert "王老师收到的每日摘要（共 8 天" in out and "### 潜水预警" in out
+    assert re.search(r"里程碑：7 天 \d+ 人", out)
+    assert "🏆 积分总榜" in out and "学习证据卡" in out

@@ -1,120 +1,200 @@
-"""``cohortbot demo``: the bot's main job offline, on a fresh SQLite database.
+"""``cohortbot demo`` (SPEC §16): a simulated 28-day cohort, offline, on a fresh SQLite file.
 
-Seed both groups' rosters, import the bundled week of chat (twice, to show that a re-import
-changes nothing), and print per-group counters, check-ins and streaks, the points leaderboard
-(check-ins, milestones) and the first group's teacher digest with its churn-radar quiet list.
+:mod:`bot.demo.world` runs the real server on loopback against the built-in fake WeCom API while
+a manual clock walks through 28 days of :mod:`bot.demo.cohort`'s personas; this module prints
+what happened: per-group results, the points board, milestones, the quiet lists with their
+signals, the nudges and whether they worked, the last teacher digest WeCom received, and where
+the database and a learning-evidence card were written.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
-from datetime import date, timedelta
+import tomllib
+from collections import Counter
+from datetime import date, datetime
 from pathlib import Path
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+from sqlmodel import col
 
 from bot.app import App
 from bot.cards.fonts import FontNotFoundError
 from bot.cards.member import member_card
 from bot.clock import ManualClock, learning_day
-from bot.config import CohortSettings, load_settings, parse_settings
-from bot.demo import sample
-from bot.importer import import_file
+from bot.config import CohortSettings, Settings, load_settings, parse_settings
+from bot.dashboard import data
+from bot.demo import cohort
+from bot.demo.world import World
+from bot.radar import Stage
 from bot.report import activity_report
-from bot.updates import sender_kind_of
 from handlers import leaderboards
-from handlers.digest import group_digests
-from storage import roster
+from storage import nudges
+from storage.milestones import Badge
 
 HERE = Path(__file__).parent
 CONFIG = HERE / "config.toml"
-SAMPLE = HERE / "sample_chat.jsonl"
+DIGEST_PATH = "/cgi-bin/message/send"
 
 
-def _seed_roster(app: App) -> None:
-    """Stand-in for the customer-group detail API: all join on day 1, late joiners on day 4."""
-    with app.db.unit_of_work_sync() as uow:
-        roster.ensure_members(
-            uow.session,
-            [(pid, name, sender_kind_of(pid).value) for pid, name, _p, _g in sample.PEOPLE],
-            app.clock.now(),
-        )
-        for pid, _name, persona, group in sample.PEOPLE:
-            joined = sample.START + timedelta(days=3 if persona == "late" else 0, hours=8)
-            roster.record_join(uow.session, sample.GROUPS[group], pid, joined, scene=3)
+def demo_settings(db_path: Path) -> Settings:
+    """The bundled config (validated like any other) on its own SQLite file, whatever
+    ``COHORTBOT_DATABASE_URL`` says."""
+    load_settings(CONFIG, env={})
+    raw = tomllib.loads(CONFIG.read_text(encoding="utf-8"))
+    return parse_settings(
+        {**raw, "database": {"url": f"sqlite:///{db_path}"}}, source=CONFIG, env={}
+    )
 
 
-def run_demo(data_dir: Path) -> int:
+def run_demo(data_dir: Path, days: int = cohort.DAYS) -> int:
     started = time.perf_counter()
-    base = load_settings(CONFIG)  # validates the bundled file like any other config
+    data_dir.mkdir(parents=True, exist_ok=True)
     db_path = data_dir / "cohortbot.db"
     for suffix in ("", "-wal", "-shm"):
         Path(f"{db_path}{suffix}").unlink(missing_ok=True)
-    # The demo always runs on its own SQLite file, whatever COHORTBOT_DATABASE_URL says.
-    settings = parse_settings(
-        {**_as_toml_dict(), "database": {"url": f"sqlite:///{db_path}"}},
-        source=CONFIG,
-        env={},
-    )
-    end = sample.START + timedelta(days=sample.DAYS, hours=2)  # 02:00 after the last day
-    clock = ManualClock(end)
-    app = App.open(settings, clock=clock)
+    settings = demo_settings(db_path)
+    clock = ManualClock(cohort.local(1, 7))
+    world = World(settings, clock)
+
+    async def simulate() -> None:
+        async with world:
+            await world.live(days)
+
+    asyncio.run(simulate())
+    app = App.open(settings, clock=clock)  # read back what the run left in the database
     try:
-        _seed_roster(app)
-        first = asyncio.run(import_file(app, SAMPLE))
-        again = asyncio.run(import_file(app, SAMPLE))
-        cohort = settings.cohorts[0]
-        today = {cohort.id: learning_day(clock.now(), cohort.timezone, cohort.day_start_hour)}
-        with app.db.session() as session:
-            table = activity_report(session, settings, today)
-        extras = asyncio.run(_points_and_digest(app, cohort, today[cohort.id]))
-        card_note = _write_card(app, cohort, today[cohort.id], data_dir / "cards")
+        print(_report(app, world, days, data_dir))
     finally:
         app.close()
-    print(
-        f"cohortbot 演示：{base.cohorts[0].course}，{len(base.cohorts[0].groups)} 个群，"
-        f"模拟时间 {end.astimezone(cohort.timezone):%Y-%m-%d %H:%M}"
-    )
-    print(f"首次导入 {SAMPLE.name}：{first.summary()}")
-    print(f"再次导入（应全部重复）：{again.summary()}")
-    print()
-    print(table)
-    print()
-    print(extras)
-    print()
-    print(card_note)
     print(f"数据库：{db_path.resolve()}（用时 {time.perf_counter() - started:.1f} 秒）")
     return 0
 
 
-async def _points_and_digest(app: App, cohort: CohortSettings, day: date) -> str:
-    """The points leaderboard and the first group's teacher digest (as the teacher receives it,
-    without saving the radar's flag states)."""
+def _report(app: App, world: World, days: int, data_dir: Path) -> str:
+    c = app.settings.cohorts[0]
+    today = learning_day(app.clock.now(), c.timezone, c.day_start_hour)
+    t = world.tally
+    sent = Counter(r.path.removeprefix("/cgi-bin/") for r in world.fake.delivered)
+    parts = [
+        f"cohortbot 演示：{c.course}，{len(c.groups)} 个群，{len(cohort.LEARNERS)} 位学员，"
+        f"模拟 {days} 天（到 {app.clock.now().astimezone(c.timezone):%Y-%m-%d %H:%M}）",
+        f"进来的：{t.archive_items} 条会话存档消息，{t.callbacks} 个加密回调"
+        f"（拒收 {len(t.rejected)}），名单从客户群接口同步 {t.seeded} 人；"
+        f"定时任务运行 {t.scheduled_runs} 次",
+        "发出去的（假企业微信收到）：" + "，".join(f"{k} {v}" for k, v in sorted(sent.items())),
+    ]
+    with app.db.session() as session:
+        parts += ["", activity_report(session, app.settings, {c.id: today})]
+        parts += ["", _milestones(session, c), "", _quiet_lists(session, app.settings, c, today)]
+        parts += ["", _nudges(session, c, world)]
+    parts += ["", asyncio.run(_board(app, c, today))]
+    parts += ["", _last_digest(world, c), "", _write_card(app, c, today, data_dir / "cards")]
+    return "\n".join(parts)
+
+
+async def _board(app: App, c: CohortSettings, today: date) -> str:
     async with app.db.unit_of_work() as uow:
-        ctx = app.pipeline.context(uow)
-        board = leaderboards.board_text(ctx, cohort, "total", day, me="")
-        chat = cohort.groups[0].chat_id
-        digest = group_digests(uow.session, app.settings, cohort, [chat], day, persist=False)[chat]
-    return f"{board}\n\n——— 老师每日摘要（{cohort.groups[0].name}）———\n{digest}"
+        return leaderboards.board_text(app.pipeline.context(uow), c, "total", today, me="")
 
 
-def _write_card(app: App, cohort: CohortSettings, day: date, folder: Path) -> str:
+def _milestones(session: Session, c: CohortSettings) -> str:
+    rows = session.execute(
+        select(col(Badge.milestone), func.count())
+        .where(col(Badge.cohort_id) == c.id)
+        .group_by(col(Badge.milestone))
+        .order_by(col(Badge.milestone))
+    ).all()
+    got = "，".join(f"{m} 天 {n} 人" for m, n in rows) or "无"
+    return f"🏅 里程碑：{got}"
+
+
+def _quiet_lists(session: Session, settings: Settings, c: CohortSettings, today: date) -> str:
+    lines = ["——— 潜水名单（流失雷达）———"]
+    persona = {p.id: p.persona for p in cohort.EVERYONE}
+    for group in c.groups:
+        quiet = data.quiet_list(session, settings, group.chat_id, today)
+        lines.append(f"{group.name}：{len(quiet)} 人")
+        for q in quiet:
+            silent = "从未发言" if q.never_spoken else f"{q.days_quiet} 天未发言"
+            lines.append(
+                f"  {q.name}（{persona.get(q.member_id, '?')}，{silent}）：{'；'.join(q.signals)}"
+            )
+    return "\n".join(lines)
+
+
+def _nudges(session: Session, c: CohortSettings, world: World) -> str:
+    """Nudges per persona and how they ended, then the comeback learners' story."""
+    persona = {p.id: p.persona for p in cohort.EVERYONE}
+    names = {p.id: p.name for p in cohort.EVERYONE}
+    sent = nudges.all_sent(session, c.id)
+    outcome: dict[str, Counter[str]] = {}
+    for n in sent:
+        verdict = {True: "有效", False: "未见效", None: "待观察"}[n.worked]
+        outcome.setdefault(persona.get(n.member_id, "?"), Counter())[verdict] += 1
+    lines = [f"——— 私聊提醒：{len(sent)} 条（按画像：有效 / 未见效 / 待观察）———"]
+    for who, counts in sorted(outcome.items(), key=lambda kv: -sum(kv[1].values())):
+        lines.append(
+            f"  {who}：{sum(counts.values())} 条，"
+            f"{counts['有效']} / {counts['未见效']} / {counts['待观察']}"
+        )
+    for member, day in sorted(world.tally.nudged.items()):
+        if persona.get(member) == "comeback":
+            first = next(n for n in sent if n.member_id == member)
+            lines.append(
+                f"  {names[member]}（comeback）：第 4 天后沉默，第 {day} 天收到提醒"
+                f"「{first.text[:24]}…」，第 {day + 1} 天回来了"
+            )
+    _by_script, by_stage = nudges.success_rates(session)
+    if by_stage:
+        lines.append(
+            "  按阶段的有效率："
+            + "，".join(f"{Stage(s).label} {w}/{n}" for s, (w, n) in by_stage.items())
+        )
+    return "\n".join(lines)
+
+
+def _last_digest(world: World, c: CohortSettings) -> str:
+    """The teacher's last daily digest as the fake WeCom received it (a long digest arrives in
+    several parts, sent together at ``[nudges] digest_time``)."""
+    hour, minute = world.settings.nudges.digest_time
+    parts: dict[datetime, list[str]] = {}
+    for r in world.fake.delivered:
+        body = r.body
+        local = r.at.astimezone(c.timezone)
+        if (
+            r.path == DIGEST_PATH
+            and body.get("touser") == cohort.TEACHER
+            and (local.hour, local.minute) == (hour, minute)
+        ):
+            parts.setdefault(r.at, []).append(body[body["msgtype"]]["content"])
+    if not parts:
+        return "——— 老师每日摘要：未发出 ———"
+    last = max(parts)
+    first_group = parts[last][:1]  # one digest per group; a long one continues in parts
+    first_group += itertools.takewhile(lambda p: not p.startswith("## "), parts[last][1:])
+    return (
+        f"——— 王老师收到的每日摘要（共 {len(parts)} 天，每天每群一份；"
+        f"这是最后一天 {last.astimezone(c.timezone):%m-%d %H:%M} 的{c.groups[0].name}）———\n"
+        + "\n".join(first_group)
+    )
+
+
+def _write_card(app: App, c: CohortSettings, today: date, folder: Path) -> str:
     """The steadiest learner's learning-evidence card as a PNG file (needs a CJK font)."""
-    member_id, name = "wmA01xiaoyu", "小鱼"
+    person = cohort.LEARNERS[0]
     try:
         with app.db.session() as session:
-            png = member_card(session, app.settings, cohort, member_id, day)
+            png = member_card(session, app.settings, c, person.id, today)
     except FontNotFoundError as exc:
         return f"学习证据卡：未生成（{exc}）"
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{cohort.id}-{member_id}.png"
+    path = folder / f"{c.id}-{person.id}.png"
     path.write_bytes(png)
-    return f"学习证据卡（{name}）：{path.resolve()}"
-
-
-def _as_toml_dict() -> dict[str, object]:
-    import tomllib
-
-    return tomllib.loads(CONFIG.read_text(encoding="utf-8"))
+    return f"学习证据卡（{person.name}）：{path.resolve()}"
 
 
 __all__ = ["run_demo"]

@@ -1,4 +1,5 @@
-"""Writes the demo's sample chat log: archive JSON lines for two groups over one week.
+"""Writes a sample chat log for ``cohortbot import``: archive JSON lines for the demo's two groups
+over one week (the demo itself simulates its cohort live, see :mod:`bot.demo.world`).
 
 Deterministic (fixed seed), so ``python -m bot.demo.sample > bot/demo/sample_chat.jsonl`` always
 writes the same file. Personas: steady, fading, silent, late joiner, broken-and-rebuilt streak,
