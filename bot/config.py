@@ -12,7 +12,7 @@ import difflib
 import os
 import re
 import tomllib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, time, timedelta
 from pathlib import Path
@@ -529,6 +529,10 @@ class CatalogItem:
     per_learner: int = 1
     starts: date | None = None
     ends: date | None = None
+    cohorts: tuple[str, ...] = ()  # the cohorts it is offered to; empty: every cohort
+
+    def offered_to(self, cohort_id: str) -> bool:
+        return not self.cohorts or cohort_id in self.cohorts
 
     def active_on(self, day: date) -> bool:
         return (self.starts is None or self.starts <= day) and (
@@ -880,7 +884,15 @@ def _optional_date(r: _Reader, name: str) -> date | None:
     return r.date_(name) if name in r.data else None
 
 
-def _parse_catalog(shop: _Reader) -> tuple[CatalogItem, ...]:
+def _offered_to(r: _Reader, cohort_ids: Sequence[str]) -> tuple[str, ...]:
+    offered = tuple(r.str_list("cohorts", []))
+    for cohort_id in offered:
+        if cohort_id not in cohort_ids:
+            raise ConfigError(f"{r.key('cohorts')}: no cohort has id {cohort_id!r}")
+    return offered
+
+
+def _parse_catalog(shop: _Reader, cohort_ids: Sequence[str]) -> tuple[CatalogItem, ...]:
     items: list[CatalogItem] = []
     for r in shop.tables("items"):
         sku = r.str_("sku")
@@ -897,6 +909,7 @@ def _parse_catalog(shop: _Reader) -> tuple[CatalogItem, ...]:
                 per_learner=r.int_("per_learner", 1, 1, 1000),
                 starts=_optional_date(r, "starts"),
                 ends=_optional_date(r, "ends"),
+                cohorts=_offered_to(r, cohort_ids),
             )
         )
         r.finish()
@@ -983,7 +996,7 @@ def parse_settings(
     aibot_ws = _parse_aibot_ws(root.table("aibot_ws"))
     points = _parse_points(root.table("points"))
     reviews = _parse_reviews(root.table("reviews"))
-    catalog = _parse_catalog(root.table("shop"))
+    catalog = _parse_catalog(root.table("shop"), [c.id for c in cohorts])
     streaks = _parse_streaks(root.table("streaks"))
     radar = _parse_radar(root.table("radar"))
     nudges = _parse_nudges(root.table("nudges"))

@@ -38,7 +38,7 @@ class Outcome:
     """What :func:`redeem` did; ``why`` names the refusal."""
 
     ok: bool
-    why: str = ""  # "duplicate", "inactive", "limit", "stock", "insufficient"
+    why: str = ""  # "duplicate", "not_offered", "inactive", "limit", "stock", "insufficient"
     redemption: ledger.Redemption | None = None
     balance: int = 0
 
@@ -60,6 +60,8 @@ def redeem(
     done = ledger.redemption_by_key(session, key)
     if done is not None:
         return Outcome(True, "duplicate", done, balance)
+    if not item.offered_to(cohort.id):
+        return Outcome(False, "not_offered", balance=balance)
     if not item.active_on(day):
         return Outcome(False, "inactive", balance=balance)
     if ledger.held_by(session, cohort.id, member_id, item.sku) >= item.per_learner:
@@ -128,7 +130,11 @@ async def show_catalog(update: Update, ctx: Context, call: Call) -> None:
     """商城: the active items with their cost and what is left."""
     cohort = cohort_of_member(ctx, update.sender_id)
     today = today_of(ctx, cohort) if cohort else ctx.clock.now().date()
-    items = [i for i in ctx.settings.catalog if i.active_on(today)]
+    items = [
+        i
+        for i in ctx.settings.catalog
+        if i.active_on(today) and (cohort is None or i.offered_to(cohort.id))
+    ]
     if not items:
         await reply(update, ctx, "商城暂时没有可兑换的奖励。")
         return
@@ -145,6 +151,7 @@ async def show_catalog(update: Update, ctx: Context, call: Call) -> None:
 
 
 _WHY = {
+    "not_offered": "「{name}」不在你所在训练营的商城里，发送「商城」查看可兑换的奖励。",
     "inactive": "「{name}」现在不在兑换时间内。",
     "limit": "「{name}」每人限兑 {limit} 件，你已经兑换过了。",
     "stock": "「{name}」已经兑完了。",

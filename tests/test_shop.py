@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import pytest
+
 from bot.app import App
+from bot.clock import ManualClock
+from bot.config import ConfigError
 from handlers.points import award
 from storage import points as ledger
 from tests.builders import local
-from tests.chat import balance, bot, entries, say
+from tests.chat import CATALOG, balance, bot, entries, make_settings, open_bot, say
 
 __all__ = ["bot"]
 
@@ -169,3 +173,36 @@ async def test_hostile_arguments_get_a_polite_answer_and_change_nothing(bot: App
     (out,) = await say(bot, "leader1", "/加分 @小明 99999999999999999999 {name}{0}", AT)
     assert out == "一次最多 1000 分。用法：加分 @某人 <分数> <原因>"
     assert balance(bot, "wmKid") == 10
+
+
+async def test_an_item_for_one_cohort_is_hidden_and_refused_elsewhere(
+    database_url: str, clock: ManualClock
+) -> None:
+    """`cohorts = [...]` on an item: only those cohorts see it in 商城 and may redeem it."""
+    catalog = [
+        *CATALOG,
+        {"sku": "NY1", "name": "纽约营周边", "cost": 1, "stock": 5, "cohorts": ["ny"]},
+    ]
+    app = open_bot(make_settings(database_url, shop={"items": catalog}), clock)
+    try:
+        await _give(app, "wmKid", 5)
+        (shop,) = await say(app, "wmKid", "/商城", AT)
+        assert "NY1" not in shop and "A01 学习笔记本" in shop
+        assert await say(app, "wmKid", "/兑换 NY1", AT) == [
+            "「纽约营周边」不在你所在训练营的商城里，发送「商城」查看可兑换的奖励。"
+        ]
+        assert balance(app, "wmKid") == 5
+        with app.db.session() as s:
+            assert ledger.taken(s, "NY1") == 0
+        from tests.conftest import GROUP_NY
+
+        (shop_ny,) = await say(app, "wmAmy", "/商城", AT, chat=GROUP_NY)
+        assert "NY1 纽约营周边" in shop_ny
+    finally:
+        app.close()
+
+
+def test_an_item_for_an_unknown_cohort_is_a_config_error(database_url: str) -> None:
+    catalog = [{"sku": "X1", "name": "某营周边", "cost": 1, "stock": 1, "cohorts": ["nope"]}]
+    with pytest.raises(ConfigError, match=r"shop\.items\[0\]\.cohorts: no cohort has id 'nope'"):
+        make_settings(database_url, shop={"items": catalog})
