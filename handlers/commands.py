@@ -10,7 +10,6 @@ refusal and nothing changes. A handler raising :class:`UsageError` gets a one-li
 
 from __future__ import annotations
 
-import re
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
@@ -20,6 +19,7 @@ from bot.context import Context
 from bot.dispatcher import Router
 from bot.outbound import Channel, Outbound
 from bot.updates import Update
+from handlers import mentions
 from handlers.text import strip_leading_mentions
 from storage import roster
 
@@ -124,9 +124,6 @@ async def reply(update: Update, ctx: Context, text: str, mentions: Sequence[str]
     )
 
 
-_MENTION = re.compile(r"@(\S+)")
-
-
 class _Table:
     """Every command by name and alias, with longest-prefix matching for "兑换A01"-style input."""
 
@@ -168,22 +165,19 @@ def _command_text(update: Update) -> str | None:
     return text.strip()
 
 
-def _resolve_mentions(ctx: Context, update: Update, args: str) -> tuple[list[str], list[str]]:
-    names = _MENTION.findall(args)
+def _resolve_mentions(
+    ctx: Context, update: Update, args: str
+) -> tuple[list[str], list[str], tuple[str, ...]]:
+    """(mentioned member ids, unresolved @names, the argument words without the mentions)."""
     ids = [m for m in update.mentions if m]
-    unresolved: list[str] = []
-    if names and update.chat_id:
-        by_name: dict[str, str] = {}
-        for _membership, member in roster.members_of(ctx.session, update.chat_id):
-            by_name.setdefault(member.name, member.id)
-            by_name.setdefault(member.id, member.id)
-        for name in names:
-            member_id = by_name.get(name)
-            if member_id is None:
-                unresolved.append(name)
-            elif member_id not in ids:
-                ids.append(member_id)
-    return ids, unresolved
+    if "@" not in args and "＠" not in args:
+        return ids, [], tuple(args.split())
+    members: list[tuple[str, str]] = []
+    if update.chat_id:
+        members = [(m.id, m.name) for _ms, m in roster.members_of(ctx.session, update.chat_id)]
+    found = mentions.resolve(args, members)
+    ids += [m for m in found.ids if m not in ids]
+    return ids, list(found.unresolved), tuple(found.rest.split())
 
 
 def help_text(table: _Table, role: Role) -> str:
@@ -227,10 +221,9 @@ def build_router(*sets: CommandSet) -> Router:
         if command.group_only and not update.is_group:
             await reply(update, ctx, f"「{command.name}」请在群里使用。")
             return
-        mentions, unresolved = _resolve_mentions(ctx, update, args)
-        words = tuple(w for w in args.split() if not w.startswith("@"))
+        mentioned, unresolved, words = _resolve_mentions(ctx, update, args)
         call = Call(
-            command.name, args, words, tuple(mentions), tuple(unresolved), role, update.chat_id
+            command.name, args, words, tuple(mentioned), tuple(unresolved), role, update.chat_id
         )
         try:
             await command.handler(update, ctx, call)

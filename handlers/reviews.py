@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 
 import jieba
-from sqlalchemy import or_, select
+from sqlalchemy import select
 from sqlmodel import col
 
 from bot import metrics
@@ -25,6 +25,7 @@ from bot.config import CohortSettings
 from bot.context import Context
 from bot.dispatcher import Router, in_cohort_group
 from bot.updates import Event, Update
+from handlers import mentions
 from handlers import points as points_handlers
 from handlers.commands import Call, CommandSet, Role, UsageError, reply, role_of
 from handlers.text import meaningful_chars
@@ -33,7 +34,6 @@ from storage import checkins, messages, roster
 from storage import points as ledger
 from storage import reviews as store
 from storage.checkins import CheckIn
-from storage.roster import Member, Membership
 
 jieba.setLogLevel(logging.WARNING)
 
@@ -44,7 +44,6 @@ REVIEWS_JUDGED = metrics.counter(
 router = Router("reviews")
 commands = CommandSet("reviews")
 
-_MENTION = re.compile(r"@(\S+)")
 _NOISE = re.compile(r"https?://\S+|www\.\S+|@\S+|\[[^\[\]\s]{1,6}\]")
 
 
@@ -258,22 +257,9 @@ def _checked_in_recently(ctx: Context, cohort_id: str, member: str, day: date) -
 
 def _mentioned_ids(ctx: Context, update: Update) -> list[str]:
     ids = [m for m in update.mentions if m]
-    names = _MENTION.findall(update.text)
-    if names:
-        stmt = (
-            select(col(Member.id), col(Member.name))
-            .join(Membership, col(Membership.member_id) == col(Member.id))
-            .where(
-                col(Membership.chat_id) == update.chat_id,
-                or_(col(Member.name).in_(names), col(Member.id).in_(names)),
-            )
-            .order_by(col(Membership.joined_at), col(Member.id))
-        )
-        by_name: dict[str, str] = {}
-        for member_id, name in ctx.session.execute(stmt).all():
-            by_name.setdefault(name, member_id)
-            by_name.setdefault(member_id, member_id)
-        ids += [by_name[n] for n in names if n in by_name and by_name[n] not in ids]
+    if "@" in update.text or "＠" in update.text:
+        members = [(m.id, m.name) for _ms, m in roster.members_of(ctx.session, update.chat_id)]
+        ids += [m for m in mentions.resolve(update.text, members).ids if m not in ids]
     return ids
 
 

@@ -7,9 +7,10 @@ from datetime import datetime, timedelta
 import pytest
 
 from bot.app import App
+from handlers import mentions
 from handlers.reviews import is_padding, similarity, tokens_of
 from handlers.text import meaningful_chars
-from storage import activity
+from storage import activity, roster
 from storage import reviews as review_store
 from tests.builders import local
 from tests.chat import balance, bot, say
@@ -196,3 +197,31 @@ async def test_a_teachers_comment_counts_for_the_learner_and_pays_nobody(bot: Ap
     assert await say(bot, "teacher1", REVIEWS[0], DAY, quoted="ck-wmAmy") == []
     assert _counter(bot, "wmAmy") == (0, 1)
     assert balance(bot, "teacher1") == 0
+
+
+async def test_a_name_with_a_space_is_recognised_in_both_kinds_of_review(bot: App) -> None:
+    """`@Coco Li` names Coco Li, not an unknown "Coco" (the longest known name wins)."""
+    with bot.db.unit_of_work_sync() as uow:
+        roster.ensure_members(uow.session, [("wmCoco", "Coco Li", "external")], DAY)
+        roster.ensure_memberships(uow.session, [(GROUP_A, "wmCoco")])
+        roster.ensure_members(uow.session, [("wmCo", "Coco", "external")], DAY)
+        roster.ensure_memberships(uow.session, [(GROUP_A, "wmCo")])
+    await say(bot, "wmCoco", "#打卡 今天的作业", DAY - timedelta(hours=12), msgid="ck-coco")
+    out = await say(bot, "wmKid", "@Coco Li " + REVIEWS[3], DAY)
+    assert out == ["👍 点评有效，+10积分！认真的点评是最好的陪伴。"]
+    out = await say(bot, "wmBob", "/点评 @Coco Li " + REVIEWS[4], DAY)
+    assert out == ["👍 点评有效，+10积分！认真的点评是最好的陪伴。"]
+    with bot.db.session() as s:
+        (kid,) = review_store.rewarded_on(s, "c1", "wmKid", DAY.date())
+        (bob,) = review_store.rewarded_on(s, "c1", "wmBob", DAY.date())
+    assert kid.reviewee_id == bob.reviewee_id == "wmCoco"
+
+
+def test_mentions_resolve_the_longest_name_at_a_boundary() -> None:
+    members = [("wmCo", "Coco"), ("wmCoco", "Coco Li"), ("wmKid", "小明"), ("wmKid2", "小明")]
+    found = mentions.resolve("@Coco Li 写得好，@Coco， @小明 @Coconut @ 和 ＠wmKid2", members)
+    assert found.ids == ("wmCoco", "wmCo", "wmKid", "wmKid2")
+    assert found.unresolved == ("Coconut",)
+    assert found.rest == "写得好，， @ 和"
+    # A name glued to the following text is not a mention of that name.
+    assert mentions.resolve("@小明写得好", members).unresolved == ("小明写得好",)
