@@ -174,7 +174,7 @@ def _resolve_mentions(
         return ids, [], tuple(args.split())
     members: list[tuple[str, str]] = []
     if update.chat_id:
-        members = [(m.id, m.name) for _ms, m in roster.members_of(ctx.session, update.chat_id)]
+        members = roster.names_in_group(ctx.session, update.chat_id)
     found = mentions.resolve(args, members)
     ids += [m for m in found.ids if m not in ids]
     return ids, list(found.unresolved), tuple(found.rest.split())

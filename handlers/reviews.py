@@ -258,7 +258,7 @@ def _checked_in_recently(ctx: Context, cohort_id: str, member: str, day: date) -
 def _mentioned_ids(ctx: Context, update: Update) -> list[str]:
     ids = [m for m in update.mentions if m]
     if "@" in update.text or "＠" in update.text:
-        members = [(m.id, m.name) for _ms, m in roster.members_of(ctx.session, update.chat_id)]
+        members = roster.names_in_group(ctx.session, update.chat_id)
         ids += [m for m in mentions.resolve(update.text, members).ids if m not in ids]
     return ids
 

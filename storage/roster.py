@@ -151,6 +151,17 @@ def members_of(session: Session, chat_id: str) -> Sequence[tuple[Membership, Mem
     return [(row[0], row[1]) for row in session.execute(stmt).all()]
 
 
+def names_in_group(session: Session, chat_id: str) -> list[tuple[str, str]]:
+    """``(member id, display name)`` of every member a group has had, by join time then id."""
+    stmt = (
+        select(col(Member.id), col(Member.name))
+        .join(Membership, col(Membership.member_id) == col(Member.id))
+        .where(col(Membership.chat_id) == chat_id)
+        .order_by(col(Membership.joined_at), col(Membership.member_id))
+    )
+    return [(member_id, name) for member_id, name in session.execute(stmt).all()]
+
+
 def names(session: Session, member_ids: Iterable[str]) -> dict[str, str]:
     """Display names by member id (the id itself where no name is known)."""
     ids = list(set(member_ids))
