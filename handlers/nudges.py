@@ -263,6 +263,11 @@ def _teacher_name(session: Session, cohort: CohortSettings, chat_id: str) -> str
     return roster.names(session, [group.teachers[0]]).get(group.teachers[0], "老师") or "老师"
 
 
+def days_left(cohort: CohortSettings, today: date) -> int:
+    """Learning days left in the cohort, today included ("还剩1天" on the last day), 0 after."""
+    return max(0, (cohort.end_date - today).days + 1)
+
+
 def values_for(
     session: Session, cohort: CohortSettings, risk: MemberRisk, today: date, teacher: str
 ) -> dict[str, object]:
@@ -278,7 +283,7 @@ def values_for(
         "teacher": teacher,
         "stage": STAGE_LABELS[risk.stage],
         "cohort_day": max(1, cohort.cohort_day(today)),
-        "days_left": max(0, (cohort.end_date - today).days),
+        "days_left": days_left(cohort, today),
         "group": group.name if group and group.name else cohort.course,
     }
     if nxt is not None:

@@ -12,6 +12,7 @@ from handlers.nudges import (
     APP_MESSAGE,
     MSG_TEMPLATE,
     NO_ROUTE,
+    days_left,
     delivery_route,
     in_quiet_hours,
     may_send_at,
@@ -44,6 +45,13 @@ def test_stages_follow_the_cohort_day() -> None:
     assert parse_stage("冲刺期") is Stage.SPRINT
     assert parse_stage("结营后") is Stage.AFTER
     assert parse_stage("随便") is None
+
+
+def test_days_left_counts_today() -> None:
+    cohort = parse_settings(base_config(), env={}).cohort("c1")  # 21 days from 2026-11-02
+    assert days_left(cohort, date(2026, 11, 2)) == 21
+    assert days_left(cohort, date(2026, 11, 22)) == 1  # the last day: "还剩1天", not 0
+    assert days_left(cohort, date(2026, 11, 23)) == 0
 
 
 def test_levels() -> None:
