@@ -32,6 +32,19 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_db_backup(args: argparse.Namespace) -> int:
+    from storage.backup import BackupError, backup_sqlite
+
+    settings = _settings(args)
+    try:
+        size = backup_sqlite(settings.database_url, Path(args.file), overwrite=args.force)
+    except BackupError as exc:
+        print(f"无法备份：{exc}", file=sys.stderr)
+        return 2
+    print(f"已备份到 {args.file}（{size // 1024} KB）")
+    return 0
+
+
 def cmd_db_purge(args: argparse.Namespace) -> int:
     from bot.maintenance import purge_old_text
 
@@ -393,6 +406,10 @@ def build_parser() -> argparse.ArgumentParser:
     db_sub.add_parser(
         "purge", help="blank message text older than the retention period"
     ).set_defaults(func=cmd_db_purge)
+    backup = db_sub.add_parser("backup", help="online backup of a SQLite database to FILE")
+    backup.add_argument("file")
+    backup.add_argument("--force", action="store_true", help="replace FILE if it exists")
+    backup.set_defaults(func=cmd_db_backup)
 
     imp = sub.add_parser("import", help="import archive JSON lines (idempotent)")
     imp.add_argument("file")
