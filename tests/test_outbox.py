@@ -23,7 +23,7 @@ from bot.app import App
 from bot.clock import ManualClock
 from bot.config import Settings, parse_settings
 from bot.outbound import Channel, Kind, Outbound
-from bot.wecom.api import RetryableError, WeComAPI
+from bot.wecom.api import RetryableError, WeComAPI, WeComError
 from bot.wecom.delivery import DeliveryWorker
 from bot.wecom.fake_server import FakeWeCom
 from bot.wecom.sender import OutboxSender, split_bytes
@@ -453,16 +453,64 @@ async def test_a_waiting_bucket_does_not_hold_up_other_buckets(h: Harness) -> No
     assert [b["text"]["content"] for b in h.fake.delivered_to(WEBHOOK)] == ["第一条", "第二条"]
 
 
-async def test_oversized_image_and_unsupported_kinds_fail_without_a_call(h: Harness) -> None:
+async def test_oversized_robot_image_fails_without_a_call(h: Harness) -> None:
     too_big = b"\0" * (2 * 1024 * 1024 + 1)
+    await h.queue(group("", "big:1", kind=Kind.IMAGE, image=too_big))
+    report = await h.worker.deliver_due()
+    assert (report.sent, report.failed) == (0, 1)
+    assert h.fake.calls(WEBHOOK) == []
+    assert {r.key: r.status for r in h.rows()} == {"big:1": "failed"}
+
+
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(64))
+UPLOAD = "/cgi-bin/media/upload"
+
+
+async def test_private_images_are_uploaded_then_sent_by_media_id(h: Harness) -> None:
+    """An internal member gets an app image message, an external learner a send task with the
+    image attached; each upload is a real multipart POST the fake stores."""
+    async with h.app.db.unit_of_work() as uow:
+        roster.ensure_members(uow.session, [("wmLearner", "学员", "external")], h.clock.now())
+        roster.set_owners(uow.session, {"wmLearner": "teacher1"})
     await h.queue(
-        group("", "big:1", kind=Kind.IMAGE, image=too_big),
-        Outbound(Channel.PRIVATE, "teacher1", "", kind=Kind.IMAGE, image=b"png", key="img:p"),
+        Outbound(Channel.PRIVATE, "teacher1", "", kind=Kind.IMAGE, image=PNG, key="img:t"),
+        Outbound(Channel.PRIVATE, "wmLearner", "", kind=Kind.IMAGE, image=PNG, key="img:l"),
+    )
+    h.fake.fail("http500", path=UPLOAD)  # the first upload fails: the row is retried
+    report = await h.worker.deliver_due()
+    assert (report.sent, report.retried) == (1, 1)
+    h.clock.advance(timedelta(minutes=1))
+    assert (await h.worker.deliver_due()).sent == 1
+    assert {r.key: r.status for r in h.rows()} == {"img:t": "sent", "img:l": "sent"}
+    uploads = [r for r in h.fake.calls(UPLOAD) if r.answer and r.answer["errcode"] == 0]
+    assert len(uploads) == 2
+    assert all(r.query["type"] == "image" and r.body["size"] == len(PNG) for r in uploads)
+    assert {m.data for m in h.fake.media.values()} == {PNG}
+    (app_image,) = h.fake.delivered_to(APP_SEND)
+    assert app_image["touser"] == "teacher1" and app_image["msgtype"] == "image"
+    (task,) = h.fake.delivered_to(TEMPLATE)
+    assert task["sender"] == "teacher1" and "text" not in task
+    (attachment,) = task["attachments"]
+    media_ids = {app_image["image"]["media_id"], attachment["image"]["media_id"]}
+    assert media_ids == set(h.fake.media)
+
+
+async def test_an_image_wecom_refuses_fails_the_row_and_stale_media_is_refused(
+    h: Harness,
+) -> None:
+    await h.queue(
+        Outbound(Channel.PRIVATE, "teacher1", "", kind=Kind.IMAGE, image=b"GIF89a..", key="gif")
     )
     report = await h.worker.deliver_due()
-    assert (report.sent, report.failed) == (0, 2)
-    assert h.fake.calls(WEBHOOK) == [] and h.fake.calls(APP_SEND) == []
-    assert {r.key: r.status for r in h.rows()} == {"big:1": "failed", "img:p": "failed"}
+    assert report.failed == 1 and "40005" in report.errors[0]
+    assert h.fake.calls(APP_SEND) == []
+    # A media_id is good for three days at WeCom (here: the fake).
+    media_id = await h.api.media_upload(PNG, "card.png")
+    h.clock.advance(timedelta(days=3))
+    body = {"touser": "teacher1", "msgtype": "image", "image": {"media_id": media_id}}
+    with pytest.raises(WeComError) as refused:
+        await h.api.message_send(body)
+    assert refused.value.errcode == 40007
 
 
 async def test_a_claim_round_that_loses_a_lock_race_claims_nothing(

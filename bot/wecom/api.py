@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -114,12 +114,18 @@ class WeComAPI:
         return self._session
 
     async def _request(
-        self, method: str, path: str, params: dict[str, str], body: Any | None
+        self,
+        method: str,
+        path: str,
+        params: dict[str, str],
+        body: Any | None,
+        form: aiohttp.FormData | None = None,
     ) -> dict[str, Any]:
         url = f"{self.api_base}{path}"
+        payload: dict[str, Any] = {"data": form} if form is not None else {"json": body}
         try:
             async with self._http().request(
-                method, url, params=params, json=body, timeout=self.timeout
+                method, url, params=params, timeout=self.timeout, **payload
             ) as resp:
                 if resp.status >= 500:
                     raise RetryableError(f"{path}: HTTP {resp.status}", "http_5xx")
@@ -166,13 +172,23 @@ class WeComAPI:
             return self._token.value
 
     async def call(
-        self, path: str, body: Any | None = None, method: str = "POST"
+        self,
+        path: str,
+        body: Any | None = None,
+        method: str = "POST",
+        *,
+        params: Mapping[str, str] | None = None,
+        form: Callable[[], aiohttp.FormData] | None = None,
     ) -> dict[str, Any]:
-        """Call ``path`` with the access token; refresh it and retry once on a token error."""
+        """Call ``path`` with the access token; refresh it and retry once on a token error.
+        ``form`` builds a multipart body (built again for the retry: a form is sent once)."""
         rejected: str | None = None
         for attempt in (1, 2):
             token = await self.access_token(rejected)
-            data = await self._request(method, path, {"access_token": token}, body)
+            query = {**(params or {}), "access_token": token}
+            data = await self._request(
+                method, path, query, body, form() if form is not None else None
+            )
             errcode = int(data.get("errcode", 0) or 0)
             if errcode in TOKEN_ERRORS and attempt == 1:
                 log.info("wecom %s: errcode %s, refreshing the token once", path, errcode)
@@ -216,6 +232,21 @@ class WeComAPI:
         """Create a send task for a staff member's external contacts:
         ``POST /cgi-bin/externalcontact/add_msg_template`` (path/92135)."""
         return await self.call("/cgi-bin/externalcontact/add_msg_template", message)
+
+    async def media_upload(self, data: bytes, filename: str, media_type: str = "image") -> str:
+        """Upload a temporary media file and return its ``media_id`` (valid three days):
+        ``POST /cgi-bin/media/upload?type=TYPE``, multipart field ``media`` (path/90253)."""
+
+        def form() -> aiohttp.FormData:
+            fd = aiohttp.FormData()
+            fd.add_field("media", data, filename=filename, content_type="application/octet-stream")
+            return fd
+
+        answer = await self.call("/cgi-bin/media/upload", params={"type": media_type}, form=form)
+        media_id = answer.get("media_id")
+        if not isinstance(media_id, str) or not media_id:
+            raise RetryableError("/cgi-bin/media/upload: no media_id in the answer", "bad_answer")
+        return media_id
 
     async def groupchat_get(self, chat_id: str) -> dict[str, Any]:
         """Customer-group detail with members and join times:

@@ -10,6 +10,10 @@ queued messages):
   member; an ``add_msg_template`` task for an external learner, sent by the staff member who owns
   the contact (``Member.owner_userid``).
 
+Images: the robot webhook carries them inline (base64 and md5, at most 2 MB); app messages, app
+group chats and ``add_msg_template`` tasks upload them first (``media/upload``, at most 10 MB) and
+send the ``media_id``; the AI bot's active push carries text only.
+
 Delivery semantics. A row is claimed (compare-and-set, lease ``claim_lease_seconds``) in its own
 short transaction, sent with no transaction open, and marked sent in another short transaction
 right after WeCom answers. A worker that dies after claiming leaves the row to be taken again
@@ -68,6 +72,7 @@ from storage.roster import Member
 log = logging.getLogger(__name__)
 
 IMAGE_LIMIT = 2 * 1024 * 1024
+UPLOAD_IMAGE_LIMIT = 10 * 1024 * 1024  # media/upload images (path/90253)
 WINDOW = timedelta(seconds=60)
 #: WeCom errcodes worth retrying later: -1 system busy (path/90313), and token errors that
 #: survived the API client's one refresh-and-retry.
@@ -371,22 +376,23 @@ class DeliveryWorker:
                 )
             await self.api.webhook_send(key, _robot_body(kind, text, payload))
         elif route.door == "appchat":
-            await self.api.appchat_send({"chatid": route.target, **_app_body(kind, text)})
+            body = await self._app_body(kind, text, payload)
+            await self.api.appchat_send({"chatid": route.target, **body})
         elif route.door == "app":
-            await self.api.message_send({"touser": route.target, **_app_body(kind, text)})
+            body = await self._app_body(kind, text, payload)
+            await self.api.message_send({"touser": route.target, **body})
         elif route.door == "template":
+            task: dict[str, Any] = {
+                "chat_type": "single",
+                "external_userid": [route.target],
+                "sender": route.sender,
+            }
+            if text:
+                task["text"] = {"content": text}
             if kind is Kind.IMAGE:
-                raise UndeliverableError(
-                    "images to external contacts are not supported", "unsupported"
-                )
-            await self.api.add_msg_template(
-                {
-                    "chat_type": "single",
-                    "external_userid": [route.target],
-                    "sender": route.sender,
-                    "text": {"content": text},
-                }
-            )
+                media_id = await self._upload_image(payload)
+                task["attachments"] = [{"msgtype": "image", "image": {"media_id": media_id}}]
+            await self.api.add_msg_template(task)
         elif route.door == "aibot":
             if self.aibot is None:
                 raise UndeliverableError(
@@ -397,6 +403,24 @@ class DeliveryWorker:
             await self.aibot.push(route.target, "markdown", text)
         else:  # pragma: no cover - routes come from _route
             raise UndeliverableError(f"unknown door {route.door}", "not_configured")
+
+    async def _app_body(self, kind: Kind, text: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """An app message / app group chat body (path/90236, 90248); an image is uploaded
+        first and sent by its ``media_id``."""
+        if kind is Kind.IMAGE:
+            media_id = await self._upload_image(payload)
+            return {"msgtype": "image", "image": {"media_id": media_id}}
+        if kind is Kind.MARKDOWN:
+            return {"msgtype": "markdown", "markdown": {"content": text}}
+        return {"msgtype": "text", "text": {"content": text}}
+
+    async def _upload_image(self, payload: dict[str, Any]) -> str:
+        """Upload a row's image as temporary media (``media/upload``), once per attempt: a
+        media_id lives three days, longer than any retry of the row."""
+        data = base64.b64decode(str(payload.get("image_b64", "")))
+        if len(data) > UPLOAD_IMAGE_LIMIT:
+            raise UndeliverableError(f"image of {len(data)} bytes is over 10 MB", "too_large")
+        return await self.api.media_upload(data, "card.png")
 
     # -- routing ---------------------------------------------------------------------------
 
@@ -411,10 +435,6 @@ class DeliveryWorker:
         member = session.get(Member, row.target)
         kind = member.kind if member is not None else sender_kind_of(row.target).value
         if kind == SenderKind.INTERNAL.value:
-            if Kind(row.kind) is Kind.IMAGE:
-                raise UndeliverableError(
-                    "app images need a media upload (not supported)", "unsupported"
-                )
             return Route("app", row.target, self.policy.app_per_member_per_minute)
         owner = member.owner_userid if member is not None else None
         if not owner:
@@ -449,15 +469,6 @@ def _robot_body(kind: Kind, text: str, payload: dict[str, Any]) -> dict[str, Any
     if payload.get("mentions"):
         body["mentioned_list"] = list(payload["mentions"])
     return {"msgtype": "text", "text": body}
-
-
-def _app_body(kind: Kind, text: str) -> dict[str, Any]:
-    """An app message / app group chat body (path/90236, 90248)."""
-    if kind is Kind.MARKDOWN:
-        return {"msgtype": "markdown", "markdown": {"content": text}}
-    if kind is Kind.IMAGE:
-        raise UndeliverableError("app images need a media upload (not supported)", "unsupported")
-    return {"msgtype": "text", "text": {"content": text}}
 
 
 def queue_length_collector(db: Database) -> None:

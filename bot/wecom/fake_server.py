@@ -23,6 +23,9 @@ Errcodes (global error code list: document path/90313):
 86003    app group chat does not exist (path/90248, appchat/send)
 40050    chat id does not exist for this corp (path/92122, externalcontact/groupchat/get)
 40008    invalid message type (path/90313)
+40005    invalid media type: not a JPG/PNG image, or an unknown ``type`` (path/90253)
+40006    invalid media size: 5 bytes or less, or an image over 10 MB (path/90253)
+40007    invalid media_id: unknown, or uploaded more than 3 days ago (path/90253, 90236)
 =======  =====================================================================================
 
 App messages over a member's 30/min are *silently dropped* by WeCom (path/90236 limits): the
@@ -38,7 +41,7 @@ import hashlib
 import itertools
 import json
 from collections import defaultdict, deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -51,6 +54,9 @@ from bot.clock import Clock, ManualClock
 TEXT_LIMIT = 2048
 MARKDOWN_LIMIT = 4096
 IMAGE_LIMIT = 2 * 1024 * 1024
+UPLOAD_IMAGE_LIMIT = 10 * 1024 * 1024  # media/upload, type image (path/90253)
+MEDIA_LIFETIME = timedelta(days=3)
+MEDIA_TYPES = ("image", "voice", "video", "file")
 ROBOT_PER_MINUTE = 20
 APP_PER_MEMBER_PER_MINUTE = 30
 TOKEN_SECONDS = 7200
@@ -68,6 +74,17 @@ class Received:
     body: Any
     at: datetime
     answer: dict[str, Any] | None = None  # None: no WeCom answer (5xx, hang)
+
+
+@dataclass(frozen=True)
+class Media:
+    """A temporary media file (``media/upload``): usable in messages for three days."""
+
+    media_id: str
+    type: str
+    filename: str
+    data: bytes
+    created_at: datetime
 
 
 @dataclass
@@ -108,6 +125,7 @@ class FakeWeCom:
         self.delivered: list[Received] = []  # accepted sends (errcode 0, not dropped)
         self.dropped: list[Received] = []  # app messages over the per-member limit
         self.groupchats: dict[str, GroupChat] = {}
+        self.media: dict[str, Media] = {}
         self.robot_keys: set[str] | None = None  # None: any key is a robot
         self.app_chats: set[str] | None = None  # None: any chat id is an app group chat
         self.known_users: set[str] | None = None  # None: every userid exists
@@ -166,13 +184,14 @@ class FakeWeCom:
     # -- the aiohttp app -------------------------------------------------------------------
 
     def make_app(self) -> web.Application:
-        app = web.Application(client_max_size=4 * 1024 * 1024)
+        app = web.Application(client_max_size=UPLOAD_IMAGE_LIMIT + 64 * 1024)
         app.router.add_get("/cgi-bin/gettoken", self._gettoken)
         app.router.add_post("/cgi-bin/webhook/send", self._webhook_send)
         app.router.add_post("/cgi-bin/message/send", self._message_send)
         app.router.add_post("/cgi-bin/appchat/send", self._appchat_send)
         app.router.add_post("/cgi-bin/externalcontact/add_msg_template", self._add_msg_template)
         app.router.add_post("/cgi-bin/externalcontact/groupchat/get", self._groupchat_get)
+        app.router.add_post("/cgi-bin/media/upload", self._media_upload)
         app.on_shutdown.append(self._on_shutdown)
         return app
 
@@ -196,9 +215,9 @@ class FakeWeCom:
 
     # -- plumbing --------------------------------------------------------------------------
 
-    async def _record(self, request: web.Request) -> Received:
+    async def _record(self, request: web.Request, read_body: bool = True) -> Received:
         body: Any = None
-        if request.method == "POST":
+        if request.method == "POST" and read_body:
             raw = await request.read()
             try:
                 body = json.loads(raw) if raw else None
@@ -321,7 +340,7 @@ class FakeWeCom:
         if faulted is not None:
             return faulted
         body = item.body if isinstance(item.body, dict) else {}
-        problem = _check_app_body(body)
+        problem = _check_app_body(body, self.media_ok)
         if problem is not None:
             return await self._answer(item, problem)
         users = [u for u in str(body.get("touser", "")).split("|") if u]
@@ -358,7 +377,7 @@ class FakeWeCom:
         chat = str(body.get("chatid", ""))
         if not chat or (self.app_chats is not None and chat not in self.app_chats):
             return await self._answer(item, {"errcode": 86003, "errmsg": "chat not exist"})
-        problem = _check_app_body(body)
+        problem = _check_app_body(body, self.media_ok)
         if problem is not None:
             return await self._answer(item, problem)
         return await self._answer(item, self._accept(item))
@@ -376,10 +395,52 @@ class FakeWeCom:
                 item, {"errcode": 40058, "errmsg": "sender and external_userid are required"}
             )
         text = body.get("text", {}).get("content", "") if isinstance(body.get("text"), dict) else ""
-        if not text or len(text) > 4000:
+        attachments = body.get("attachments") or []
+        if not isinstance(attachments, list) or len(attachments) > 9:
+            return await self._answer(item, {"errcode": 40058, "errmsg": "invalid attachments"})
+        for a in attachments:
+            image = a.get("image") if isinstance(a, dict) and a.get("msgtype") == "image" else None
+            if not isinstance(image, dict) or not self.media_ok(image.get("media_id")):
+                return await self._answer(item, {"errcode": 40007, "errmsg": "invalid media_id"})
+        if (not text and not attachments) or len(text) > 4000:
             return await self._answer(item, {"errcode": 40058, "errmsg": "invalid text"})
         return await self._answer(
             item, self._accept(item, {"fail_list": [], "msgid": f"msgT{next(self._msg_ids)}"})
+        )
+
+    def media_ok(self, media_id: Any) -> bool:
+        """Whether ``media_id`` names an uploaded file that has not expired."""
+        media = self.media.get(str(media_id))
+        return media is not None and self.clock.now() < media.created_at + MEDIA_LIFETIME
+
+    async def _media_upload(self, request: web.Request) -> web.StreamResponse:
+        """``POST /cgi-bin/media/upload?access_token=T&type=TYPE``, multipart field ``media``
+        (path/90253): a temporary file, referred to by its ``media_id`` for three days."""
+        item = await self._record(request, read_body=False)
+        faulted = await self._faulted(item) or await self._token_failure(item)
+        if faulted is not None:
+            return faulted
+        media_type = item.query.get("type", "")
+        form = await request.post()
+        field = form.get("media")
+        if not isinstance(field, web.FileField):
+            item.body = {"error": "no media field"}
+            return await self._answer(item, {"errcode": 41004, "errmsg": "media field missing"})
+        data = field.file.read()
+        item.body = {"type": media_type, "filename": field.filename, "size": len(data)}
+        if media_type not in MEDIA_TYPES:
+            return await self._answer(item, {"errcode": 40005, "errmsg": "invalid media type"})
+        if len(data) <= 5 or (media_type == "image" and len(data) > UPLOAD_IMAGE_LIMIT):
+            return await self._answer(item, {"errcode": 40006, "errmsg": "invalid media size"})
+        if media_type == "image" and not data.startswith((b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")):
+            return await self._answer(item, {"errcode": 40005, "errmsg": "invalid media type"})
+        now = self.clock.now()
+        media = Media(f"fake-media-{next(self._msg_ids)}", media_type, field.filename, data, now)
+        self.media[media.media_id] = media
+        created = str(int(now.timestamp()))  # an upload is stored, not "delivered"
+        return await self._answer(
+            item,
+            {"errcode": 0, "type": media_type, "media_id": media.media_id, "created_at": created},
         )
 
     async def _groupchat_get(self, request: web.Request) -> web.StreamResponse:
@@ -444,12 +505,14 @@ def _check_robot_body(body: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-def _check_app_body(body: dict[str, Any]) -> dict[str, Any] | None:
+def _check_app_body(body: dict[str, Any], media_ok: Callable[[Any], bool]) -> dict[str, Any] | None:
     """Checks shared by app messages and app group chats (path/90236, 90248)."""
     msgtype = body.get("msgtype")
     part = body.get(msgtype) if isinstance(msgtype, str) else None
-    if not isinstance(part, dict):
+    if not isinstance(part, dict) or msgtype not in ("text", "markdown", "image"):
         return {"errcode": 40008, "errmsg": "invalid message type"}
+    if msgtype == "image" and not media_ok(part.get("media_id")):
+        return {"errcode": 40007, "errmsg": "invalid media_id"}
     if msgtype == "text" and _byte_len(part.get("content", "")) > TEXT_LIMIT:
         return {"errcode": 40058, "errmsg": "text content exceed max length 2048"}
     if msgtype == "markdown" and _byte_len(part.get("content", "")) > MARKDOWN_LIMIT:
