@@ -107,7 +107,9 @@ def board_text(ctx: Context, cohort: CohortSettings, board: str, today: date, me
     return "\n".join(lines)
 
 
-@commands.command("排行", "rank", usage="排行 [周/总/连续/点评]", summary="查看排行榜（默认总榜）")
+@commands.command(
+    "排行", "排行榜", "rank", usage="排行 [周/总/连续/点评]", summary="查看排行榜（默认总榜）"
+)
 async def show_ranking(update: Update, ctx: Context, call: Call) -> None:
     """排行 [周/总/连续/点评]."""
     board = "total"

@@ -63,6 +63,10 @@ async def test_spending_does_not_move_the_board(bot: App) -> None:
     await say(bot, "wmKid", "/兑换 A01", local(2026, 11, 3, 20))
     (out,) = await say(bot, "wmKid", "/排行 总", local(2026, 11, 3, 20))
     assert out.splitlines()[1:] == ["1. 小明 12分", "2. Amy 10分"]
+    # "排行榜" is what people type too: the same board, not "没有「榜」榜".
+    assert await say(bot, "wmKid", "/排行榜", local(2026, 11, 3, 20)) == [out]
+    (week,) = await say(bot, "wmKid", "/排行榜 周", local(2026, 11, 3, 20))
+    assert week.splitlines()[0] == "🏆 本周积分榜（11-02～11-08）"
 
 
 async def test_week_board_resets_on_monday_learning_day(bot: App) -> None:
