@@ -12,6 +12,7 @@ ORM's would be; only the Python around it is skipped.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from datetime import date
 from typing import Any
@@ -23,6 +24,10 @@ from sqlalchemy.sql.compiler import SQLCompiler
 
 Processor = Callable[[Any], Any]
 Row = tuple[Any, ...]
+
+#: Bound parameters per multi-row INSERT: within SQLite's oldest limit (999) and PostgreSQL's.
+MAX_PARAMS = 999
+_NAMED = re.compile(r"%\((\w+)\)s")
 
 
 def _fast_sqlite_date(original: Processor) -> Processor:
@@ -50,12 +55,25 @@ class _Compiled:
         dialect: Dialect,
         keys: tuple[str, ...],
         column_keys: list[str],
+        many: bool,
     ) -> None:
-        compiled = stmt.compile(dialect=dialect, column_keys=column_keys)
+        compiled = stmt.compile(dialect=dialect, column_keys=column_keys, for_executemany=many)
         assert isinstance(compiled, SQLCompiler)
         self.sql = str(compiled)
-        positional = bool(compiled.positional)
+        self.positional = positional = bool(compiled.positional)
+        many = compiled._insertmanyvalues  # an INSERT's "VALUES (...)" part, for multi-row use
+        self.values_expr: str | None = None
+        if many is not None and f"({many.single_values_expr})" in self.sql:
+            self.values_expr = many.single_values_expr
+        self._multi: dict[int, str] = {}
         order = list(compiled.positiontup or ()) if positional else list(compiled.binds)
+        # Columns left out of an INSERT whose default SQLAlchemy computes before executing.
+        defaults: dict[str, Any] = {}
+        for column in getattr(compiled, "insert_prefetch", ()):
+            default = column.default
+            if default is None or not default.is_scalar:
+                raise TypeError(f"{column.key}: only scalar column defaults can be prepared")
+            defaults[column.key] = default.arg
         namespace: dict[str, Any] = {}
         parts: list[str] = []
         for i, name in enumerate(order):
@@ -66,8 +84,9 @@ class _Compiled:
                 if process is not None:
                     namespace[f"p{i}"] = process
                     expr = f"p{i}({expr})"
-            else:  # a literal value in the statement (a 0, say): processed once
-                namespace[f"c{i}"] = process(bind.value) if process else bind.value
+            else:  # a column default or a literal in the statement (a 0, say): processed once
+                value = defaults.get(name, bind.value)
+                namespace[f"c{i}"] = process(value) if process else value
                 expr = f"c{i}"
             parts.append(expr if positional else f"{name!r}: {expr}")
         body = f"({', '.join(parts)},)" if positional else f"{{{', '.join(parts)}}}"
@@ -79,6 +98,19 @@ class _Compiled:
             entry[3]._cached_result_processor(dialect, None)  # (keyname, name, objects, type)
             for entry in compiled._result_columns
         ]
+
+    def multi_sql(self, count: int) -> str:
+        """This INSERT with ``count`` rows of values (named parameters get a ``__<i>`` suffix)."""
+        sql = self._multi.get(count)
+        if sql is None:
+            assert self.values_expr is not None
+            one = f"({self.values_expr})"
+            if self.positional:
+                rows = [one] * count
+            else:
+                rows = [_NAMED.sub(rf"%(\1__{i})s", one) for i in range(count)]
+            sql = self._multi[count] = self.sql.replace(one, ", ".join(rows), 1)
+        return sql
 
     def rows(self, cursor: Any) -> list[Row]:
         fetched = cursor.fetchall()
@@ -92,6 +124,8 @@ class _Compiled:
 
 
 class _Statement:
+    _many = False  # compiled for executemany (and multi-row INSERTs)
+
     def __init__(
         self,
         build: Callable[[Session], ClauseElement],
@@ -109,13 +143,15 @@ class _Statement:
         compiled = self._compiled.get(dialect.name)
         if compiled is None:
             stmt = self._build(session)
-            compiled = _Compiled(stmt, dialect, self.keys, self._column_keys)
+            compiled = _Compiled(stmt, dialect, self.keys, self._column_keys, self._many)
             self._compiled[dialect.name] = compiled
         return compiled
 
 
 class BulkStatement(_Statement):
     """A statement run with many rows of named parameters (``keys``), in one ``executemany``."""
+
+    _many = True
 
     def execute(self, session: Session, rows: Sequence[dict[str, Any]]) -> None:
         if not rows:
@@ -128,6 +164,34 @@ class BulkStatement(_Statement):
             cursor.executemany(c.sql, params)
         finally:
             cursor.close()
+
+    def returning(self, session: Session, rows: Sequence[dict[str, Any]]) -> list[Row]:
+        """Run an INSERT ... RETURNING for ``rows`` as multi-row INSERTs (``executemany`` cannot
+        return rows); return every returned row."""
+        if not rows:
+            return []
+        c = self._compile(session)
+        if c.values_expr is None:
+            raise TypeError("returning() needs an INSERT statement")
+        build = c.build
+        per = max(1, MAX_PARAMS // max(1, len(self.keys)))
+        out: list[Row] = []
+        cursor = session.connection().connection.cursor()
+        try:
+            for start in range(0, len(rows), per):
+                chunk = rows[start : start + per]
+                params: Any
+                if c.positional:
+                    params = [v for row in chunk for v in build(row)]
+                else:
+                    params = {
+                        f"{k}__{i}": v for i, row in enumerate(chunk) for k, v in build(row).items()
+                    }
+                cursor.execute(c.multi_sql(len(chunk)), params)
+                out.extend(c.rows(cursor))
+        finally:
+            cursor.close()
+        return out
 
 
 class Prepared(_Statement):

@@ -9,6 +9,8 @@ from sqlalchemy import DateTime
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 
+_SQLITE_FORMAT = "%04d-%02d-%02d %02d:%02d:%02d.%06d"
+
 
 class UTCDateTime(TypeDecorator[datetime]):
     """An aware datetime stored as UTC; SQLite hands back naive values, this makes them aware."""
@@ -28,16 +30,24 @@ class UTCDateTime(TypeDecorator[datetime]):
         if dialect.name != "sqlite":
             return super().bind_processor(dialect)
 
-        # SQLite: one step instead of two (this method, then SQLAlchemy's DATETIME formatting).
-        # ``isoformat`` gives exactly SQLAlchemy's storage format, YYYY-MM-DD HH:MM:SS.ffffff.
+        # SQLite: one step instead of two (this type's conversion, then SQLAlchemy's DATETIME
+        # formatting), in SQLAlchemy's storage format: YYYY-MM-DD HH:MM:SS.ffffff.
         def process(value: datetime | None) -> str | None:
             if value is None:
                 return None
-            if value.tzinfo is None:
-                raise ValueError("naive datetime given to a UTCDateTime column")
             if value.tzinfo is not UTC:
+                if value.tzinfo is None:
+                    raise ValueError("naive datetime given to a UTCDateTime column")
                 value = value.astimezone(UTC)
-            return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+            return _SQLITE_FORMAT % (
+                value.year,
+                value.month,
+                value.day,
+                value.hour,
+                value.minute,
+                value.second,
+                value.microsecond,
+            )
 
         return process
 
