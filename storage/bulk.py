@@ -61,10 +61,11 @@ class _Compiled:
         assert isinstance(compiled, SQLCompiler)
         self.sql = str(compiled)
         self.positional = positional = bool(compiled.positional)
-        many = compiled._insertmanyvalues  # an INSERT's "VALUES (...)" part, for multi-row use
+        # An INSERT's "VALUES (...)" part, for multi-row INSERTs.
+        values: Any = getattr(compiled, "_insertmanyvalues", None)
         self.values_expr: str | None = None
-        if many is not None and f"({many.single_values_expr})" in self.sql:
-            self.values_expr = many.single_values_expr
+        if values is not None and f"({values.single_values_expr})" in self.sql:
+            self.values_expr = values.single_values_expr
         self._multi: dict[int, str] = {}
         order = list(compiled.positiontup or ()) if positional else list(compiled.binds)
         # Columns left out of an INSERT whose default SQLAlchemy computes before executing.
