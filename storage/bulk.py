@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from datetime import date
 from typing import Any
 
+from sqlalchemy import Date
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import ClauseElement
@@ -41,7 +42,7 @@ def _fast_sqlite_date(original: Processor) -> Processor:
 
 def _bind_processor(bind: Any, dialect: Dialect) -> Processor | None:
     process: Processor | None = bind.type._cached_bind_processor(dialect)
-    if process is not None and dialect.name == "sqlite" and type(bind.type).__name__ == "DATE":
+    if process is not None and dialect.name == "sqlite" and isinstance(bind.type, Date):
         return _fast_sqlite_date(process)
     return process
 

@@ -232,7 +232,24 @@ _ENTRY_KEYS = (
     "day",
     "created_at",
 )
-_INSERT_ENTRY = Prepared(lambda s: insert_for(s, PointsEntry), _ENTRY_KEYS)
+
+
+def _book_statement(session: Session) -> Any:
+    table = PointsEntry.__table__  # type: ignore[attr-defined]
+    return (
+        insert_for(session, PointsEntry)
+        .on_conflict_do_nothing(index_elements=["key"])
+        .returning(table.c.id)
+    )
+
+
+_BOOK_ENTRY = Prepared(_book_statement, _ENTRY_KEYS)
+
+
+def _refused(session: Session, key: str, balance: int, why: str) -> Posted:
+    if exists(session, key):
+        return Posted(True, False, 0, balance, "duplicate")
+    return Posted(False, False, 0, balance, why)
 
 
 def post(
@@ -255,20 +272,19 @@ def post(
     ``reason`` may pay the member on ``day``; an award over it is cut down to what is left, and
     refused when nothing is left.
     """
+    # Under the member's lock the balance read here stays exact until commit, so the checks
+    # below need no further reads; a key already booked wins over any refusal, as it always has.
     current = lock_member(session, cohort_id, member_id)
-    if exists(session, key):
-        return Posted(True, False, 0, current, "duplicate")
     if delta > 0 and daily_cap > 0:
         family = CAP_FAMILY.get(reason, reason)
         reasons = [family, *[r for r, f in CAP_FAMILY.items() if f == family]]
         left = daily_cap - day_total(session, cohort_id, member_id, reasons, day)
         if left <= 0:
-            return Posted(False, False, 0, current, "cap")
+            return _refused(session, key, current, "cap")
         delta = min(delta, left)
-    moved = _MOVE.first(session, cohort_id=cohort_id, member_id=member_id, delta=delta)
-    if moved is None:
-        return Posted(False, False, 0, current, "insufficient")
-    _INSERT_ENTRY.run(
+    if current + delta < 0:
+        return _refused(session, key, current, "insufficient")
+    booked = _BOOK_ENTRY.first(
         session,
         cohort_id=cohort_id,
         member_id=member_id,
@@ -280,6 +296,11 @@ def post(
         day=day,
         created_at=now,
     )
+    if booked is None:
+        return Posted(True, False, 0, current, "duplicate")
+    moved = _MOVE.first(session, cohort_id=cohort_id, member_id=member_id, delta=delta)
+    if moved is None:  # cannot happen under the lock; never leave an entry without its balance
+        raise RuntimeError(f"ledger balance of {member_id} in {cohort_id} moved under its lock")
     return Posted(True, True, delta, int(moved[0]))
 
 

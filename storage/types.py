@@ -31,23 +31,32 @@ class UTCDateTime(TypeDecorator[datetime]):
             return super().bind_processor(dialect)
 
         # SQLite: one step instead of two (this type's conversion, then SQLAlchemy's DATETIME
-        # formatting), in SQLAlchemy's storage format: YYYY-MM-DD HH:MM:SS.ffffff.
+        # formatting), in SQLAlchemy's storage format: YYYY-MM-DD HH:MM:SS.ffffff. The last
+        # value is remembered: bulk rows often repeat one (a batch's "now", a first = last time).
+        last: list[tuple[datetime | None, str]] = [(None, "")]
+
         def process(value: datetime | None) -> str | None:
             if value is None:
                 return None
-            if value.tzinfo is not UTC:
-                if value.tzinfo is None:
+            seen, text = last[0]
+            if value is seen:
+                return text
+            moment = value
+            if moment.tzinfo is not UTC:
+                if moment.tzinfo is None:
                     raise ValueError("naive datetime given to a UTCDateTime column")
-                value = value.astimezone(UTC)
-            return _SQLITE_FORMAT % (
-                value.year,
-                value.month,
-                value.day,
-                value.hour,
-                value.minute,
-                value.second,
-                value.microsecond,
+                moment = moment.astimezone(UTC)
+            text = _SQLITE_FORMAT % (
+                moment.year,
+                moment.month,
+                moment.day,
+                moment.hour,
+                moment.minute,
+                moment.second,
+                moment.microsecond,
             )
+            last[0] = (value, text)  # one tuple: a reader in another thread sees a whole pair
+            return text
 
         return process
 
