@@ -47,6 +47,28 @@ def _bind_processor(bind: Any, dialect: Dialect) -> Processor | None:
     return process
 
 
+def _result_processor(type_: Any, dialect: Dialect) -> Processor | None:
+    process: Processor | None = type_._cached_result_processor(dialect, None)
+    if process is not None and dialect.name == "sqlite" and isinstance(type_, Date):
+        return _memo_sqlite_date(process)
+    return process
+
+
+def _memo_sqlite_date(original: Processor) -> Processor:
+    """SQLite hands dates back as text, parsed by a regular expression; a cohort has few days."""
+    parsed: dict[Any, Any] = {}
+
+    def process(value: Any) -> Any:
+        found = parsed.get(value)
+        if found is None:
+            found = original(value)
+            if len(parsed) < 4096:
+                parsed[value] = found
+        return found
+
+    return process
+
+
 class _Compiled:
     """A statement compiled for one dialect, with its parameter builder and result processors."""
 
@@ -97,7 +119,7 @@ class _Compiled:
         exec(f"def build(row):\n    return {body}\n", namespace)
         self.build: Callable[[dict[str, Any]], Any] = namespace["build"]
         self.results: list[Processor | None] = [
-            entry[3]._cached_result_processor(dialect, None)  # (keyname, name, objects, type)
+            _result_processor(entry[3], dialect)  # (keyname, name, objects, type)
             for entry in compiled._result_columns
         ]
 
