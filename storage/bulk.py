@@ -12,7 +12,6 @@ ORM's would be; only the Python around it is skipped.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from datetime import date
 from typing import Any
@@ -26,9 +25,8 @@ from sqlalchemy.sql.compiler import SQLCompiler
 Processor = Callable[[Any], Any]
 Row = tuple[Any, ...]
 
-#: Bound parameters per multi-row INSERT: within SQLite's oldest limit (999) and PostgreSQL's.
+#: Bound parameters per multi-row INSERT: within SQLite's oldest limit (999).
 MAX_PARAMS = 999
-_NAMED = re.compile(r"%\((\w+)\)s")
 
 
 def _fast_sqlite_date(original: Processor) -> Processor:
@@ -124,16 +122,12 @@ class _Compiled:
         ]
 
     def multi_sql(self, count: int) -> str:
-        """This INSERT with ``count`` rows of values (named parameters get a ``__<i>`` suffix)."""
+        """This INSERT with ``count`` rows of (positional) values."""
         sql = self._multi.get(count)
         if sql is None:
-            assert self.values_expr is not None
+            assert self.values_expr is not None and self.positional
             one = f"({self.values_expr})"
-            if self.positional:
-                rows = [one] * count
-            else:
-                rows = [_NAMED.sub(rf"%(\1__{i})s", one) for i in range(count)]
-            sql = self._multi[count] = self.sql.replace(one, ", ".join(rows), 1)
+            sql = self._multi[count] = self.sql.replace(one, ", ".join([one] * count), 1)
         return sql
 
     def rows(self, cursor: Any) -> list[Row]:
@@ -190,27 +184,30 @@ class BulkStatement(_Statement):
             cursor.close()
 
     def returning(self, session: Session, rows: Sequence[dict[str, Any]]) -> list[Row]:
-        """Run an INSERT ... RETURNING for ``rows`` as multi-row INSERTs (``executemany`` cannot
-        return rows); return every returned row."""
+        """Run an INSERT ... RETURNING for ``rows``; return every returned row. On SQLite, as
+        multi-row INSERTs (its ``executemany`` cannot return rows); with psycopg, as one
+        pipelined ``executemany`` that returns them."""
         if not rows:
             return []
         c = self._compile(session)
-        if c.values_expr is None:
-            raise TypeError("returning() needs an INSERT statement")
         build = c.build
         per = max(1, MAX_PARAMS // max(1, len(self.keys)))
         out: list[Row] = []
-        cursor = session.connection().connection.cursor()
+        cursor: Any = session.connection().connection.cursor()
         try:
+            if session.get_bind().dialect.driver == "psycopg":
+                # psycopg pipelines an executemany and can return each row's results: one
+                # prepared statement instead of long multi-row SQL it would parse every time.
+                cursor.executemany(c.sql, [build(row) for row in rows], returning=True)
+                while True:
+                    out.extend(c.rows(cursor))
+                    if not cursor.nextset():
+                        return out
+            if c.values_expr is None or not c.positional:
+                raise TypeError("returning() needs an INSERT and psycopg or a positional DBAPI")
             for start in range(0, len(rows), per):
                 chunk = rows[start : start + per]
-                params: Any
-                if c.positional:
-                    params = [v for row in chunk for v in build(row)]
-                else:
-                    params = {
-                        f"{k}__{i}": v for i, row in enumerate(chunk) for k, v in build(row).items()
-                    }
+                params = [v for row in chunk for v in build(row)]
                 cursor.execute(c.multi_sql(len(chunk)), params)
                 out.extend(c.rows(cursor))
         finally:
