@@ -2,9 +2,12 @@
 
 Generates 100,000 archive messages (70% chat, 20% check-ins, 10% long reviews) across 200 groups
 of one cohort, imports them into a fresh SQLite database through the real import door (parse,
-dedupe, store, count, detect check-ins) and prints messages/s and the peak RSS.
+dedupe, store, and every handler: counting, check-ins, points, milestones, reviews, games...) and
+prints messages/s and the peak RSS. ``--url`` runs it on PostgreSQL instead, in a fresh schema
+that is dropped afterwards.
 
-    .venv/bin/python bench/import_throughput.py [--messages N] [--groups G] [--db PATH]
+    .venv/bin/python bench/import_throughput.py [--messages N] [--groups G] [--batch B]
+        [--db PATH | --url postgresql://postgres@127.0.0.1:5432/test]
 """
 
 from __future__ import annotations
@@ -16,6 +19,9 @@ import random
 import resource
 import tempfile
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,6 +30,7 @@ from bot.app import App
 from bot.clock import ManualClock
 from bot.config import parse_settings
 from bot.importer import BATCH, import_file
+from storage.db import make_engine
 
 CHAT = [
     "请问这道题怎么做？",
@@ -80,10 +87,26 @@ def generate(path: Path, messages: int, groups: int, start: datetime, seed: int 
             out.write(json.dumps(item, ensure_ascii=False) + "\n")
 
 
-def settings_for(db: Path, groups: int) -> Any:
+@contextmanager
+def fresh_schema(url: str) -> Iterator[str]:
+    """A new PostgreSQL schema for one run (the URL that uses it), dropped afterwards."""
+    schema = f"bench_{uuid.uuid4().hex[:12]}"
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+        sep = "&" if "?" in url else "?"
+        yield f"{url}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        engine.dispose()
+
+
+def settings_for(url: str, groups: int) -> Any:
     return parse_settings(
         {
-            "database": {"url": f"sqlite:///{db}"},
+            "database": {"url": url},
             "cohorts": [
                 {
                     "id": "bench",
@@ -102,27 +125,42 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=100_000)
     parser.add_argument("--groups", type=int, default=200)
-    parser.add_argument("--db", type=Path, default=None)
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
+        "--db", type=Path, default=None, help="SQLite file (default: a temporary one)"
+    )
+    where.add_argument("--url", default=None, help="a PostgreSQL URL: runs in a fresh schema")
     parser.add_argument("--batch", type=int, default=BATCH)
     args = parser.parse_args()
     start = datetime(2026, 11, 2, 1, 0, tzinfo=UTC)
     with tempfile.TemporaryDirectory() as tmp:
         source = Path(tmp) / "chat.jsonl"
-        db = args.db or Path(tmp) / "bench.db"
         generate(source, args.messages, args.groups, start)
-        app = App.open(settings_for(db, args.groups), clock=ManualClock(start + timedelta(days=22)))
-        try:
-            began = time.perf_counter()
-            report = asyncio.run(import_file(app, source, batch_size=args.batch))
-            elapsed = time.perf_counter() - began
-        finally:
-            app.close()
+        if args.url:
+            with fresh_schema(args.url) as url:
+                report, elapsed = run(url, source, args)
+            label = "PostgreSQL"
+        else:
+            report, elapsed = run(f"sqlite:///{args.db or Path(tmp) / 'bench.db'}", source, args)
+            label = "SQLite"
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     assert report.imported == args.messages, report.summary()
-    print(f"import_throughput: {args.messages} messages, {args.groups} groups, SQLite")
+    print(f"import_throughput: {args.messages} messages, {args.groups} groups, {label}, ", end="")
+    print(f"batch {args.batch}")
     print(f"  elapsed        {elapsed:8.2f} s")
     print(f"  throughput     {args.messages / elapsed:8.0f} messages/s   (target >= 20000)")
     print(f"  peak RSS       {peak_mib:8.1f} MiB")
+
+
+def run(url: str, source: Path, args: argparse.Namespace) -> tuple[Any, float]:
+    start = datetime(2026, 11, 2, 1, 0, tzinfo=UTC)
+    app = App.open(settings_for(url, args.groups), clock=ManualClock(start + timedelta(days=22)))
+    try:
+        began = time.perf_counter()
+        report = asyncio.run(import_file(app, source, batch_size=args.batch))
+        return report, time.perf_counter() - began
+    finally:
+        app.close()
 
 
 if __name__ == "__main__":

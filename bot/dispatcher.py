@@ -76,9 +76,20 @@ class Dispatcher:
             self.routers.append(router)
 
     async def feed(self, update: Update, ctx: Context) -> None:
+        # Route.matches inlined: this loop runs for every route and every update.
+        is_message, event = update.is_message, update.event
         for router in self.routers:
             for route in router.routes:
-                if route.matches(update, ctx):
+                events = route.events
+                if events is None:
+                    if not is_message:
+                        continue
+                elif event not in events:
+                    continue
+                for accept in route.filters:
+                    if not accept(update, ctx):
+                        break
+                else:
                     await route.handler(update, ctx)
 
 

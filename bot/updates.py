@@ -28,11 +28,14 @@ class Door(StrEnum):
     def namespace(self) -> str:
         """The id space of this door's message ids: a retried or re-imported message has the same
         id in the same namespace, so de-duplication is by ``(namespace, message id)``."""
-        if self in (Door.ARCHIVE, Door.IMPORT):
-            return "archive"
-        if self in (Door.AIBOT, Door.AIBOT_WS):
-            return "aibot"
-        return self.value
+        return _NAMESPACES[self]
+
+
+#: Read for every update several times: a dict beats comparing enum members.
+_NAMESPACES = {door: door.value for door in Door} | {
+    Door.IMPORT: "archive",
+    Door.AIBOT_WS: "aibot",
+}
 
 
 class UpdateKind(StrEnum):

@@ -37,7 +37,7 @@ async def check_milestones(
     """
     basis = ctx.settings.streaks.milestone_basis
     # The writer: check-ins and badges are written directly, never buffered (see storage.uow).
-    days = [c.day for c in checkins.of_member(ctx.uow.writer, cohort.id, member_id)]
+    days = checkins.days_of(ctx.uow.writer, cohort.id, member_id)
     streak = checkins.streak_of(days, day)
     value = streak.total if basis == "total" else streak.current
     reached = []

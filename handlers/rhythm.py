@@ -505,25 +505,25 @@ class _OpenGame:
     won: bool
 
 
-#: Per unit of work (one ingest batch), each group's open game, looked up once: games are posted
-#: by scheduled runs in their own transactions, never in the middle of a batch.
-_OPEN_GAMES: WeakKeyDictionary[UnitOfWork, dict[str, _OpenGame | None]] = WeakKeyDictionary()
+#: Per unit of work (one ingest batch), every group's open game, looked up once (one query for
+#: all groups): games are posted by scheduled runs in their own transactions, never in the
+#: middle of a batch.
+_OPEN_GAMES: WeakKeyDictionary[UnitOfWork, dict[str, _OpenGame]] = WeakKeyDictionary()
 
 
 def _open_game(ctx: Context, chat_id: str) -> _OpenGame | None:
-    memo = _OPEN_GAMES.setdefault(ctx.uow, {})
-    if chat_id not in memo:
+    memo = _OPEN_GAMES.get(ctx.uow)
+    if memo is None:
         # The writer, not ctx.session: games are not in the activity buffer, and flushing it
         # for every short message would undo the batch's write-behind.
-        game = store.open_game(ctx.uow.writer, chat_id)
-        memo[chat_id] = (
-            None
-            if game is None or game.id is None
-            else _OpenGame(
+        memo = _OPEN_GAMES[ctx.uow] = {
+            chat: _OpenGame(
                 game.id, game.posted_at, game.reveal_at, game.answer_list, bool(game.winner_id)
             )
-        )
-    return memo[chat_id]
+            for chat, game in store.open_games(ctx.uow.writer).items()
+            if game.id is not None
+        }
+    return memo.get(chat_id)
 
 
 @router.message(in_cohort_group)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import Index, bindparam, case, func, select, update
+from sqlalchemy import Index, case, func, select, update
 from sqlalchemy.orm import Session
 from sqlmodel import Field, SQLModel, col
 
@@ -118,8 +118,6 @@ class ActivityBuffer:
         """Write everything buffered, in bulk, and empty the buffer."""
         if self.members:
             roster.ensure_members(session, self.members.values(), _any_time(self))
-        if self.deltas:
-            roster.ensure_memberships(session, [(k[0], k[1]) for k in self.deltas])
         if self.messages:
             _INSERT_MESSAGES.execute(session, self.messages)
         if self.deltas:
@@ -154,7 +152,9 @@ def _counter_upsert(session: Session) -> Any:
         ((table.c.last_at.is_(None)) | (ex.last_at > table.c.last_at), ex.last_at),
         else_=table.c.last_at,
     )
-    return ins.on_conflict_do_update(index_elements=["chat_id", "member_id", "day"], set_=set_)
+    return ins.on_conflict_do_update(
+        index_elements=["chat_id", "member_id", "day"], set_=set_
+    ).returning(table.c.chat_id, table.c.member_id, table.c.day, table.c.messages)
 
 
 def _active_days(ms: Any) -> Any:
@@ -167,25 +167,33 @@ def _active_days(ms: Any) -> Any:
     )
 
 
-def _membership_touch(_session: Session) -> Any:
-    """First/last message time and active days, for one membership per row."""
+def _membership_upsert(session: Session) -> Any:
+    """Create a membership or widen its first/last message times, and move its active days."""
     ms = roster.Membership.__table__  # type: ignore[attr-defined]
-    first: Any = bindparam("first", type_=UTCDateTime)
-    last: Any = bindparam("last", type_=UTCDateTime)
-    return (
-        update(ms)
-        .where(ms.c.chat_id == bindparam("c"), ms.c.member_id == bindparam("m"))
-        .values(
-            first_message_at=case(
-                ((ms.c.first_message_at.is_(None)) | (ms.c.first_message_at > first), first),
+    ins = insert_for(session, roster.Membership)
+    ex = ins.excluded
+    return ins.on_conflict_do_update(
+        index_elements=["chat_id", "member_id"],
+        set_={
+            "first_message_at": case(
+                (ex.first_message_at.is_(None), ms.c.first_message_at),
+                (
+                    (ms.c.first_message_at.is_(None))
+                    | (ex.first_message_at < ms.c.first_message_at),
+                    ex.first_message_at,
+                ),
                 else_=ms.c.first_message_at,
             ),
-            last_seen_at=case(
-                ((ms.c.last_seen_at.is_(None)) | (ms.c.last_seen_at < last), last),
+            "last_seen_at": case(
+                (ex.last_seen_at.is_(None), ms.c.last_seen_at),
+                (
+                    (ms.c.last_seen_at.is_(None)) | (ex.last_seen_at > ms.c.last_seen_at),
+                    ex.last_seen_at,
+                ),
                 else_=ms.c.last_seen_at,
             ),
-            days_active=_active_days(ms),
-        )
+            "days_active": ms.c.days_active + ex.days_active,
+        },
     )
 
 
@@ -207,11 +215,16 @@ _INSERT_MESSAGES = BulkStatement(lambda s: insert_for(s, Message), _MESSAGE_KEYS
 _UPSERT_COUNTERS = BulkStatement(
     _counter_upsert, ("chat_id", "member_id", "day", *COUNTER_FIELDS, "first_at", "last_at")
 )
-_TOUCH_MEMBERSHIPS = BulkStatement(_membership_touch, ("c", "m", "first", "last"), column_keys=())
+_UPSERT_MEMBERSHIPS = BulkStatement(
+    _membership_upsert, ("chat_id", "member_id", "first_message_at", "last_seen_at", "days_active")
+)
 
 
 def _apply_deltas(session: Session, deltas: dict[CounterKey, _Delta]) -> None:
-    _UPSERT_COUNTERS.execute(
+    """Upsert the counters, then each membership: created if new, first/last message times
+    widened, and its active days moved by the days whose message count left or reached zero
+    (read back from the upsert, so no recount is needed)."""
+    counted = _UPSERT_COUNTERS.returning(
         session,
         [
             {
@@ -225,16 +238,31 @@ def _apply_deltas(session: Session, deltas: dict[CounterKey, _Delta]) -> None:
             for k, d in deltas.items()
         ],
     )
-    touched: dict[tuple[str, str], dict[str, Any]] = {}
+    moved: dict[tuple[str, str], int] = {}
+    for chat_id, member_id, day, messages in counted:
+        added = deltas[(chat_id, member_id, day)].values["messages"]
+        before = messages - added
+        step = (1 if messages > 0 else 0) - (1 if before > 0 else 0)
+        if step:
+            moved[(chat_id, member_id)] = moved.get((chat_id, member_id), 0) + step
+    memberships: dict[tuple[str, str], dict[str, Any]] = {}
     for k, d in deltas.items():
+        key = (k[0], k[1])
+        row = memberships.get(key)
+        if row is None:
+            row = memberships[key] = {
+                "chat_id": k[0],
+                "member_id": k[1],
+                "first_message_at": None,
+                "last_seen_at": None,
+                "days_active": moved.get(key, 0),
+            }
         if d.values["messages"] <= 0 or d.first_at is None or d.last_at is None:
             continue
-        t = touched.setdefault(
-            (k[0], k[1]), {"c": k[0], "m": k[1], "first": d.first_at, "last": d.last_at}
-        )
-        t["first"] = min(t["first"], d.first_at)
-        t["last"] = max(t["last"], d.last_at)
-    _TOUCH_MEMBERSHIPS.execute(session, list(touched.values()))
+        first, last = row["first_message_at"], row["last_seen_at"]
+        row["first_message_at"] = d.first_at if first is None else min(first, d.first_at)
+        row["last_seen_at"] = d.last_at if last is None else max(last, d.last_at)
+    _UPSERT_MEMBERSHIPS.execute(session, [memberships[k] for k in sorted(memberships)])
 
 
 def day_of(session: Session, chat_id: str, member_id: str, day: date) -> DailyCounter | None:

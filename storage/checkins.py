@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import UniqueConstraint, delete, select
+from sqlalchemy import UniqueConstraint, bindparam, delete, select
 from sqlalchemy.orm import Session
 from sqlmodel import Field, SQLModel, col
 
+from storage.bulk import Prepared
 from storage.dialect import insert_for
 from storage.types import UTCDateTime
 
@@ -35,6 +37,21 @@ class CheckIn(SQLModel, table=True):
     created_at: datetime = Field(sa_type=UTCDateTime)
 
 
+def _add_statement(session: Session) -> Any:
+    table = CheckIn.__table__  # type: ignore[attr-defined]
+    return (
+        insert_for(session, CheckIn)
+        .on_conflict_do_nothing(index_elements=["cohort_id", "member_id", "day"])
+        .returning(table.c.id)
+    )
+
+
+_ADD = Prepared(
+    _add_statement,
+    ("cohort_id", "member_id", "day", "chat_id", "message_key", "kind", "created_at"),
+)
+
+
 def add(
     session: Session,
     cohort_id: str,
@@ -46,24 +63,35 @@ def add(
     now: datetime,
 ) -> int | None:
     """Record a check-in; return its id, or None when the member already has one that day."""
-    table = CheckIn.__table__  # type: ignore[attr-defined]
-    # Values go in as parameters, not .values(): the statement compiles once and is cached.
-    stmt = (
-        insert_for(session, CheckIn)
-        .on_conflict_do_nothing(index_elements=["cohort_id", "member_id", "day"])
-        .returning(table.c.id)
+    row = _ADD.first(
+        session,
+        cohort_id=cohort_id,
+        member_id=member_id,
+        day=day,
+        chat_id=chat_id,
+        message_key=message_key,
+        kind=kind,
+        created_at=now,
     )
-    params = {
-        "cohort_id": cohort_id,
-        "member_id": member_id,
-        "day": day,
-        "chat_id": chat_id,
-        "message_key": message_key,
-        "kind": kind,
-        "created_at": now,
-    }
-    row = session.execute(stmt, params).first()
     return None if row is None else int(row[0])
+
+
+_DAYS_OF = Prepared(
+    lambda _s: (
+        select(col(CheckIn.day))
+        .where(
+            col(CheckIn.cohort_id) == bindparam("cohort_id"),
+            col(CheckIn.member_id) == bindparam("member_id"),
+        )
+        .order_by(col(CheckIn.day))
+    ),
+    ("cohort_id", "member_id"),
+)
+
+
+def days_of(session: Session, cohort_id: str, member_id: str) -> list[date]:
+    """A member's check-in days in a cohort, oldest first (:func:`of_member`'s days, cheaply)."""
+    return [row[0] for row in _DAYS_OF.all(session, cohort_id=cohort_id, member_id=member_id)]
 
 
 def by_message(session: Session, message_key: str) -> CheckIn | None:

@@ -9,11 +9,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import UniqueConstraint, select, update
 from sqlalchemy.orm import Session
 from sqlmodel import Field, SQLModel, col
 
+from storage.bulk import BulkStatement
 from storage.dialect import insert_for
 from storage.types import UTCDateTime
 
@@ -61,12 +63,6 @@ def store_new(
     first: dict[tuple[str, str], int] = {}
     for i, item in enumerate(items):
         first.setdefault((item.namespace, item.event_key), i)
-    table = RawEvent.__table__  # type: ignore[attr-defined]
-    stmt = (
-        insert_for(session, RawEvent)
-        .on_conflict_do_nothing(index_elements=["namespace", "event_key"])
-        .returning(table.c.namespace, table.c.event_key)
-    )
     rows = [
         {
             "door": items[i].door,
@@ -79,8 +75,24 @@ def store_new(
         }
         for (ns, key), i in first.items()
     ]
-    inserted = session.execute(stmt, rows).all()
+    inserted = _STORE.returning(session, rows)
     return sorted(first[(r[0], r[1])] for r in inserted)
+
+
+def _store_statement(session: Session) -> Any:
+    table = RawEvent.__table__  # type: ignore[attr-defined]
+    return (
+        insert_for(session, RawEvent)
+        .on_conflict_do_nothing(index_elements=["namespace", "event_key"])
+        .returning(table.c.namespace, table.c.event_key)
+    )
+
+
+# Prepared once (see storage.bulk): every stored event goes through it.
+_STORE = BulkStatement(
+    _store_statement,
+    ("door", "namespace", "event_key", "payload", "received_at", "processed_at", "error"),
+)
 
 
 def pending(session: Session, limit: int) -> Sequence[RawEvent]:

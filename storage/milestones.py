@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import UniqueConstraint, select
 from sqlalchemy.orm import Session
 from sqlmodel import Field, SQLModel, col
 
+from storage.bulk import Prepared
 from storage.dialect import insert_for
 from storage.types import UTCDateTime
 
@@ -30,6 +32,20 @@ class Badge(SQLModel, table=True):
     created_at: datetime = Field(sa_type=UTCDateTime)
 
 
+def _claim_statement(session: Session) -> Any:
+    table = Badge.__table__  # type: ignore[attr-defined]
+    return (
+        insert_for(session, Badge)
+        .on_conflict_do_nothing(index_elements=["cohort_id", "member_id", "milestone"])
+        .returning(table.c.id)
+    )
+
+
+_CLAIM = Prepared(
+    _claim_statement, ("cohort_id", "member_id", "milestone", "chat_id", "basis", "created_at")
+)
+
+
 def claim(
     session: Session,
     cohort_id: str,
@@ -40,21 +56,16 @@ def claim(
     now: datetime,
 ) -> bool:
     """Record the badge; True only for the one caller that created it."""
-    table = Badge.__table__  # type: ignore[attr-defined]
-    stmt = (
-        insert_for(session, Badge)
-        .values(
-            cohort_id=cohort_id,
-            member_id=member_id,
-            milestone=milestone,
-            chat_id=chat_id,
-            basis=basis,
-            created_at=now,
-        )
-        .on_conflict_do_nothing(index_elements=["cohort_id", "member_id", "milestone"])
-        .returning(table.c.id)
+    row = _CLAIM.first(
+        session,
+        cohort_id=cohort_id,
+        member_id=member_id,
+        milestone=milestone,
+        chat_id=chat_id,
+        basis=basis,
+        created_at=now,
     )
-    return session.execute(stmt).first() is not None
+    return row is not None
 
 
 def of_member(session: Session, cohort_id: str, member_id: str) -> Sequence[Badge]:

@@ -6,10 +6,10 @@ once. The balance is the sum of a member's entries in a cohort; :class:`PointsBa
 sum in one row per member, updated in the same transaction as each entry, because that row is
 what makes "never negative" hold under concurrency:
 
-* every ledger write first *locks* the member's balance row with a no-op ``UPDATE`` (PostgreSQL:
-  a row lock held to commit, like ``SELECT ... FOR UPDATE``; SQLite: the database write lock, as
-  ``BEGIN IMMEDIATE`` would take, so no other connection can commit in between our check and our
-  write);
+* every ledger write first *locks* the member's balance row with an upsert whose update changes
+  nothing (PostgreSQL: a row lock held to commit, like ``SELECT ... FOR UPDATE``; SQLite: the
+  database write lock, as ``BEGIN IMMEDIATE`` would take, so no other connection can commit in
+  between our check and our write);
 * a debit then moves the row with a conditional ``UPDATE ... WHERE balance + delta >= 0`` and is
   refused when no row matched.
 
@@ -22,11 +22,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import Any
 
-from sqlalchemy import Index, UniqueConstraint, func, select, update
+from sqlalchemy import Index, Integer, UniqueConstraint, bindparam, func, select, update
 from sqlalchemy.orm import Session
 from sqlmodel import Field, SQLModel, col
 
+from storage.bulk import Prepared
 from storage.dialect import insert_for, upsert_rows
 from storage.types import UTCDateTime
 
@@ -117,21 +119,25 @@ class Posted:
     reason: str = ""  # why nothing was booked: "duplicate", "insufficient", "cap"
 
 
+def _lock_statement(session: Session) -> Any:
+    table = PointsBalance.__table__  # type: ignore[attr-defined]
+    # An upsert that "changes" nothing: it creates the row if needed and, either way, takes the
+    # row's lock (PostgreSQL) or the database's write lock (SQLite), then reads the balance.
+    return (
+        insert_for(session, PointsBalance)
+        .on_conflict_do_update(
+            index_elements=["cohort_id", "member_id"], set_={"balance": table.c.balance}
+        )
+        .returning(table.c.balance)
+    )
+
+
+_LOCK = Prepared(_lock_statement, ("cohort_id", "member_id", "balance"))
+
+
 def lock_member(session: Session, cohort_id: str, member_id: str) -> int:
     """Take the member's ledger lock for the rest of the transaction; return their balance."""
-    upsert_rows(
-        session,
-        PointsBalance,
-        [{"cohort_id": cohort_id, "member_id": member_id, "balance": 0}],
-        ["cohort_id", "member_id"],
-    )
-    table = PointsBalance.__table__  # type: ignore[attr-defined]
-    row = session.execute(
-        update(table)
-        .where(table.c.cohort_id == cohort_id, table.c.member_id == member_id)
-        .values(balance=table.c.balance)
-        .returning(table.c.balance)
-    ).first()
+    row = _LOCK.first(session, cohort_id=cohort_id, member_id=member_id, balance=0)
     assert row is not None
     return int(row[0])
 
@@ -152,26 +158,98 @@ def ledger_sum(session: Session, cohort_id: str, member_id: str) -> int:
     return int(total or 0)
 
 
+_EXISTS = Prepared(
+    lambda _s: select(col(PointsEntry.id)).where(col(PointsEntry.key) == bindparam("key")),
+    ("key",),
+)
+
+
 def exists(session: Session, key: str) -> bool:
     """Whether an entry with this idempotency key is booked."""
-    return (
-        session.scalar(select(col(PointsEntry.id)).where(col(PointsEntry.key) == key)) is not None
-    )
+    return _EXISTS.first(session, key=key) is not None
+
+
+#: ``day_total`` statements by the number of reasons summed.
+_DAY_TOTALS: dict[int, Prepared] = {}
+
+
+def _day_total_statement(reasons: int) -> Prepared:
+    found = _DAY_TOTALS.get(reasons)
+    if found is None:
+        names = tuple(f"r{i}" for i in range(reasons))
+        stmt = select(func.coalesce(func.sum(col(PointsEntry.delta)), 0)).where(
+            col(PointsEntry.cohort_id) == bindparam("cohort_id"),
+            col(PointsEntry.member_id) == bindparam("member_id"),
+            col(PointsEntry.day) == bindparam("day"),
+            col(PointsEntry.reason).in_([bindparam(n) for n in names]),
+        )
+        found = _DAY_TOTALS[reasons] = Prepared(
+            lambda _s: stmt, ("cohort_id", "member_id", "day", *names)
+        )
+    return found
 
 
 def day_total(
     session: Session, cohort_id: str, member_id: str, reasons: Sequence[str], day: date
 ) -> int:
     """Net points the member got on ``day`` for any of ``reasons``."""
-    total = session.scalar(
-        select(func.coalesce(func.sum(col(PointsEntry.delta)), 0)).where(
-            col(PointsEntry.cohort_id) == cohort_id,
-            col(PointsEntry.member_id) == member_id,
-            col(PointsEntry.day) == day,
-            col(PointsEntry.reason).in_(list(reasons)),
-        )
+    if not reasons:
+        return 0
+    total = _day_total_statement(len(reasons)).scalar(
+        session,
+        cohort_id=cohort_id,
+        member_id=member_id,
+        day=day,
+        **{f"r{i}": r for i, r in enumerate(reasons)},
     )
     return int(total or 0)
+
+
+def _move_statement(_session: Session) -> Any:
+    table = PointsBalance.__table__  # type: ignore[attr-defined]
+    delta: Any = bindparam("delta", type_=Integer)
+    return (
+        update(table)
+        .where(
+            table.c.cohort_id == bindparam("cohort_id"),
+            table.c.member_id == bindparam("member_id"),
+            table.c.balance + delta >= 0,
+        )
+        .values(balance=table.c.balance + delta)
+        .returning(table.c.balance)
+    )
+
+
+_MOVE = Prepared(_move_statement, ("cohort_id", "member_id", "delta"), column_keys=())
+_ENTRY_KEYS = (
+    "cohort_id",
+    "member_id",
+    "delta",
+    "reason",
+    "key",
+    "actor",
+    "note",
+    "day",
+    "created_at",
+)
+
+
+def _book_statement(session: Session) -> Any:
+    table = PointsEntry.__table__  # type: ignore[attr-defined]
+    return (
+        insert_for(session, PointsEntry)
+        .on_conflict_do_nothing(index_elements=["key"])
+        .returning(table.c.id)
+    )
+
+
+_BOOK_ENTRY = Prepared(_book_statement, _ENTRY_KEYS)
+
+
+def _refused(session: Session, key: str, balance: int, why: str) -> Posted:
+    if exists(session, key):
+        return Posted(True, False, 0, balance, "duplicate")
+    return Posted(False, False, 0, balance, why)
 
 
 def post(
@@ -194,42 +272,35 @@ def post(
     ``reason`` may pay the member on ``day``; an award over it is cut down to what is left, and
     refused when nothing is left.
     """
+    # Under the member's lock the balance read here stays exact until commit, so the checks
+    # below need no further reads; a key already booked wins over any refusal, as it always has.
     current = lock_member(session, cohort_id, member_id)
-    if exists(session, key):
-        return Posted(True, False, 0, current, "duplicate")
     if delta > 0 and daily_cap > 0:
         family = CAP_FAMILY.get(reason, reason)
         reasons = [family, *[r for r, f in CAP_FAMILY.items() if f == family]]
         left = daily_cap - day_total(session, cohort_id, member_id, reasons, day)
         if left <= 0:
-            return Posted(False, False, 0, current, "cap")
+            return _refused(session, key, current, "cap")
         delta = min(delta, left)
-    table = PointsBalance.__table__  # type: ignore[attr-defined]
-    moved = session.execute(
-        update(table)
-        .where(
-            table.c.cohort_id == cohort_id,
-            table.c.member_id == member_id,
-            table.c.balance + delta >= 0,
-        )
-        .values(balance=table.c.balance + delta)
-        .returning(table.c.balance)
-    ).first()
-    if moved is None:
-        return Posted(False, False, 0, current, "insufficient")
-    session.execute(
-        insert_for(session, PointsEntry).values(
-            cohort_id=cohort_id,
-            member_id=member_id,
-            delta=delta,
-            reason=reason,
-            key=key,
-            actor=actor,
-            note=note,
-            day=day,
-            created_at=now,
-        )
+    if current + delta < 0:
+        return _refused(session, key, current, "insufficient")
+    booked = _BOOK_ENTRY.first(
+        session,
+        cohort_id=cohort_id,
+        member_id=member_id,
+        delta=delta,
+        reason=reason,
+        key=key,
+        actor=actor,
+        note=note,
+        day=day,
+        created_at=now,
     )
+    if booked is None:
+        return Posted(True, False, 0, current, "duplicate")
+    moved = _MOVE.first(session, cohort_id=cohort_id, member_id=member_id, delta=delta)
+    if moved is None:  # cannot happen under the lock; never leave an entry without its balance
+        raise RuntimeError(f"ledger balance of {member_id} in {cohort_id} moved under its lock")
     return Posted(True, True, delta, int(moved[0]))
 
 

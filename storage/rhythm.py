@@ -132,6 +132,20 @@ def open_game(session: Session, chat_id: str) -> Game | None:
     return session.scalars(stmt).first()
 
 
+def open_games(session: Session) -> dict[str, Game]:
+    """Every group's unrevealed game (the newest, as :func:`open_game`), by chat id: one query
+    for a whole ingest batch."""
+    stmt = (
+        select(Game)
+        .where(col(Game.revealed_at).is_(None))
+        .order_by(col(Game.posted_at).desc(), col(Game.id).desc())
+    )
+    found: dict[str, Game] = {}
+    for game in session.scalars(stmt):
+        found.setdefault(game.chat_id, game)
+    return found
+
+
 def set_winner(session: Session, game_id: int, member_id: str, at: datetime) -> bool:
     """Record the first correct answer; False when someone won already."""
     result = session.execute(

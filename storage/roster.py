@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import date, datetime
+from typing import Any
 
 from sqlalchemy import bindparam, func, literal, select, tuple_, update
 from sqlalchemy.orm import Session
 from sqlmodel import Field, SQLModel, col
 
 from bot.config import CohortSettings, Settings
-from storage.dialect import upsert_rows
+from storage.bulk import BulkStatement
+from storage.dialect import insert_for, upsert_rows
 from storage.types import UTCDateTime
 
 
@@ -83,6 +85,31 @@ def _sync_cohort(session: Session, cohort: CohortSettings) -> None:
     upsert_rows(session, Group, rows, ["chat_id"], update=["cohort_id", "name"])
 
 
+def _ensure_member_statement(session: Session) -> Any:
+    return insert_for(session, Member).on_conflict_do_nothing(index_elements=["id"])
+
+
+def _name_member_statement(_session: Session) -> Any:
+    table = Member.__table__  # type: ignore[attr-defined]
+    return (
+        update(table)
+        .where(table.c.id == bindparam("mid"), table.c.name != bindparam("mname"))
+        .values(name=bindparam("mname"))
+    )
+
+
+def _ensure_membership_statement(session: Session) -> Any:
+    return insert_for(session, Membership).on_conflict_do_nothing(
+        index_elements=["chat_id", "member_id"]
+    )
+
+
+# Prepared once: these run for every ingest batch (see storage.bulk).
+_ENSURE_MEMBERS = BulkStatement(_ensure_member_statement, ("id", "name", "kind", "created_at"))
+_NAME_MEMBERS = BulkStatement(_name_member_statement, ("mid", "mname"), column_keys=())
+_ENSURE_MEMBERSHIPS = BulkStatement(_ensure_membership_statement, ("chat_id", "member_id"))
+
+
 def ensure_members(
     session: Session, members: Iterable[tuple[str, str, str]], now: datetime
 ) -> None:
@@ -91,23 +118,15 @@ def ensure_members(
     ``members`` are ``(id, name, kind)``; an empty name never overwrites a known one.
     """
     rows = {m[0]: {"id": m[0], "name": m[1], "kind": m[2], "created_at": now} for m in members}
-    upsert_rows(session, Member, list(rows.values()), ["id"])
+    _ENSURE_MEMBERS.execute(session, [rows[k] for k in sorted(rows)])
     named = [{"mid": r["id"], "mname": r["name"]} for r in rows.values() if r["name"]]
-    if named:
-        # Core (not ORM) UPDATE: an executemany with its own WHERE clause.
-        table = Member.__table__  # type: ignore[attr-defined]
-        session.execute(
-            update(table)
-            .where(table.c.id == bindparam("mid"), table.c.name != bindparam("mname"))
-            .values(name=bindparam("mname")),
-            named,
-        )
+    _NAME_MEMBERS.execute(session, named)
 
 
 def ensure_memberships(session: Session, keys: Iterable[tuple[str, str]]) -> None:
     """Create ``(chat_id, member_id)`` memberships that do not exist yet."""
-    rows = [{"chat_id": c, "member_id": m} for c, m in set(keys)]
-    upsert_rows(session, Membership, rows, ["chat_id", "member_id"])
+    rows = [{"chat_id": c, "member_id": m} for c, m in sorted(set(keys))]
+    _ENSURE_MEMBERSHIPS.execute(session, rows)
 
 
 def record_join(
