@@ -264,16 +264,26 @@ def _teacher_name(session: Session, cohort: CohortSettings, chat_id: str) -> str
 
 
 def values_for(
-    session: Session, cohort: CohortSettings, risk: MemberRisk, today: date, teacher: str
+    session: Session,
+    cohort: CohortSettings,
+    risk: MemberRisk,
+    today: date,
+    teacher: str,
+    balance: int | None = None,
 ) -> dict[str, object]:
-    """The placeholder values for one learner (user data, rendered literally)."""
+    """The placeholder values for one learner (user data, rendered literally). ``balance``: the
+    learner's points when the caller read them already (in bulk)."""
     nxt = next_milestone(cohort, risk.streak)
     group = group_of(cohort, risk.chat_id)
+    if balance is None:
+        balance = points_balance(session, cohort.id, risk.member_id)
     values: dict[str, object] = {
         "name": risk.name,
         "days_quiet": risk.days_quiet,
         "streak": risk.streak,
-        "points": points_balance(session, cohort.id, risk.member_id),
+        "points": points_balance(session, cohort.id, risk.member_id)
+        if balance is None
+        else balance,
         "course": cohort.course,
         "teacher": teacher,
         "stage": STAGE_LABELS[risk.stage],

@@ -142,6 +142,19 @@ def balance(session: Session, cohort_id: str, member_id: str) -> int:
     return row.balance if row is not None else 0
 
 
+def balances_of(session: Session, cohort_id: str, member_ids: Sequence[str]) -> dict[str, int]:
+    """:func:`balance` of many members (absent: 0), in a few queries."""
+    ids = list(set(member_ids))
+    table = PointsBalance.__table__  # type: ignore[attr-defined]
+    out: dict[str, int] = {}
+    for start in range(0, len(ids), 5000):
+        stmt = select(table.c.member_id, table.c.balance).where(
+            table.c.cohort_id == cohort_id, table.c.member_id.in_(ids[start : start + 5000])
+        )
+        out.update({m: int(b) for m, b in session.execute(stmt).all()})
+    return out
+
+
 def ledger_sum(session: Session, cohort_id: str, member_id: str) -> int:
     """The sum of the member's entries: what :func:`balance` must always equal."""
     total = session.scalar(
