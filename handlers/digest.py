@@ -23,7 +23,7 @@ from sqlmodel import col
 from bot.clock import day_start, learning_day
 from bot.config import CohortSettings, Settings
 from bot.context import Context
-from bot.jobs import DailyJob, Run, per_teacher
+from bot.jobs import DailyJob, Run, cohort_days, per_teacher
 from bot.outbound import Channel, Kind, Outbound
 from bot.radar import (
     SIGNAL_LABELS,
@@ -36,7 +36,7 @@ from bot.radar import (
 )
 from handlers.nudges import choose, group_of, scenarios_for, values_for
 from storage import nudges as nudge_store
-from storage import points, roster
+from storage import points, rollup, roster
 from storage.messages import Message
 from storage.milestones import Badge
 from storage.radar import joins_and_leaves
@@ -409,10 +409,34 @@ async def digest_job(ctx: Context, run: Run) -> None:
     await send_digests(ctx, str(run.target), run.cohort_id)
 
 
+async def rollup_job(ctx: Context, run: Run) -> None:
+    """Bring the radar's rollup of the cohort's counters to the new learning day, ten minutes
+    after it starts, so the day's nudge planning and digests read one row per learner (the
+    first radar pass of the day would otherwise do it, and wait for it)."""
+    cohort = ctx.cohort if ctx.cohort is not None else ctx.settings.cohort(str(run.cohort_id))
+    day = learning_day(ctx.clock.now(), cohort.timezone, cohort.day_start_hour)
+    rollup.ensure(ctx.session, [g.chat_id for g in cohort.groups], day, cohort.start_date)
+
+
 def jobs(settings: Settings) -> list[DailyJob]:
-    """One digest job per teacher and cohort at ``[nudges] digest_time`` (default 21:40)."""
+    """One digest job per teacher and cohort at ``[nudges] digest_time`` (default 21:40), and
+    the radar rollup per cohort at the start of each learning day (+10 min)."""
     hour, minute = settings.nudges.digest_time
-    return per_teacher(settings, "digest", time(hour % 24, minute), digest_job)
+    return [
+        *per_teacher(settings, "digest", time(hour % 24, minute), digest_job),
+        *(
+            DailyJob(
+                f"radar.rollup:{c.id}",
+                time(c.day_start_hour, 10),
+                c.timezone,
+                rollup_job,
+                cohort_days(c),
+                cohort_id=c.id,
+                quiet=False,
+            )
+            for c in settings.cohorts
+        ),
+    ]
 
 
 async def teacher_digest_job(app: App, teacher_id: str) -> int:

@@ -23,12 +23,17 @@ ADVISORY_KEY = 0x5241444152
 
 # A counter row that changes on a day the group's rollup already covers marks its
 # (group, member) dirty; the next radar pass recomputes that rollup row (storage/rollup.py).
+# (SQLite: not INSERT OR IGNORE: the outer upsert's conflict handling would override it.)
 SQLITE_TRIGGERS = [
     f"""
     CREATE TRIGGER radar_dirty_{event.lower()} AFTER {event} ON daily_counter
     WHEN {row}.day < (SELECT sealed_before FROM radar_rollup_state WHERE chat_id = {row}.chat_id)
     BEGIN
-        INSERT OR IGNORE INTO radar_dirty (chat_id, member_id) VALUES ({row}.chat_id, {row}.member_id);
+        INSERT INTO radar_dirty (chat_id, member_id)
+        SELECT {row}.chat_id, {row}.member_id
+        WHERE NOT EXISTS (
+            SELECT 1 FROM radar_dirty WHERE chat_id = {row}.chat_id AND member_id = {row}.member_id
+        );
     END
     """
     for event, row in (("INSERT", "NEW"), ("UPDATE", "NEW"), ("DELETE", "OLD"))
