@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from enum import StrEnum
+from fractions import Fraction
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -157,25 +158,62 @@ class MemberRisk:
 
 @dataclass
 class GroupRadar:
-    """A group's radar and the day's headline figures (for the digest)."""
+    """A group's radar and the day's headline figures (for the digest).
+
+    Learners who are clearly fine (no signal can fire, never flagged) are kept as their raw
+    rows and become :class:`MemberRisk` objects only when :attr:`members` is read: a nightly
+    pass over 200,000 learners would otherwise build 120,000 objects nobody looks at.
+    """
 
     chat_id: str
     cohort_id: str
     day: date
-    members: list[MemberRisk] = field(default_factory=list)
     total: int = 0
     active_today: int = 0
     messages_today: int = 0
     checkins_today: int = 0
     checkin_avg7: float = 0.0  # mean daily check-ins over the 7 days before today
     reviewers_today: list[tuple[str, str, int]] = field(default_factory=list)
+    #: Every learner in row order: a :class:`MemberRisk`, or a clearly fine learner's
+    #: ``(row, joined_day, days_quiet)`` until :attr:`members` builds it with ``_fine``.
+    _rows: list[Any] = field(default_factory=list, repr=False)
+    _flagged: list[MemberRisk] = field(default_factory=list, repr=False)
+    _fine: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def members(self) -> list[MemberRisk]:
+        """Every learner's result, in the order the rows were read."""
+        if self._fine is not None:
+            make = self._fine
+            self._rows = [m if type(m) is MemberRisk else make(*m) for m in self._rows]
+            self._fine = None
+        return self._rows
+
+    def names(self) -> dict[str, str]:
+        """Member id to display name, for every learner (without building the results)."""
+        return dict(
+            (m.member_id, m.name) if type(m) is MemberRisk else (m[0].member_id, m[0].name)
+            for m in self._rows
+        )
 
     @property
     def flagged(self) -> list[MemberRisk]:
         """Flagged learners, highest risk first, then most signals, longest quiet."""
-        out = [m for m in self.members if m.flagged]
+        out = list(self._flagged)
         out.sort(key=lambda m: (-m.level, -len(m.fired), -m.days_quiet, m.name, m.member_id))
         return out
+
+
+_STAGE_CODES = frozenset(s.value for s in Stage)
+_SIGNAL_CODES = frozenset(s.value for s in Signal)
+_THIRDS = [Fraction(k / 3) for k in range(4)]
+
+
+def _mean_of_thirds(counts: list[int]) -> float:
+    """``statistics.fmean(k / 3 for k in counts)`` for counts in 0..3, to the last bit (fmean
+    is the correctly rounded exact sum over n; so is this), without a float per learner."""
+    exact = sum(_THIRDS[k] * counts.count(k) for k in (1, 2, 3))
+    return float(exact) / len(counts)
 
 
 def _bit(mask: int, i: int) -> bool:
@@ -388,8 +426,38 @@ def evaluate(
     mask7 = ((1 << days7) - 1) << 1
     # Per join day: (days present in the cohort so far, window days before the last 3).
     presence: dict[date, tuple[int, int]] = {}
+
+    def stage_for(member_id: str) -> Stage:
+        code = overrides.get(member_id) if overrides else None
+        return Stage(code) if code is not None and code in _STAGE_CODES else stage_today
+
+    def fine_risk(r: Learner, joined: date, quiet: int) -> MemberRisk:
+        """A clearly fine learner's result (built only when asked for, see GroupRadar)."""
+        cm = r.checkin_mask
+        streak = cm if cm & 1 else cm >> 1
+        return MemberRisk(
+            r.chat_id,
+            r.member_id,
+            r.name,
+            r.kind,
+            r.owner_userid,
+            stage_for(r.member_id),
+            0,
+            [],
+            quiet,
+            (streak ^ (streak + 1)).bit_length() - 1,
+            False,
+            False,
+            bool((r.message_mask | cm) & 1),
+            bool(cm & 1),
+            joined,
+        )
+
     for chat_id, members in by_group.items():
         gr = GroupRadar(chat_id=chat_id, cohort_id=cohort.id, day=today, total=len(members))
+        gr._fine = fine_risk
+        rows_out = gr._rows
+        flagged_out = gr._flagged
         if members:
             cms = [r.checkin_mask for r in members]
             gr.active_today = sum((r.message_mask | r.checkin_mask) & 1 for r in members)
@@ -397,7 +465,7 @@ def evaluate(
             gr.checkins_today = sum(c & 1 for c in cms)
             if days7:
                 gr.checkin_avg7 = sum((c & mask7).bit_count() for c in cms) / days7
-            rate3 = statistics.fmean(((c >> 1) & 7).bit_count() / 3 for c in cms)
+            rate3 = _mean_of_thirds([((c >> 1) & 7).bit_count() for c in cms])
             chars3 = statistics.median(r.chars_recent / 3 for r in members)
         else:
             rate3 = chars3 = 0.0
@@ -444,8 +512,12 @@ def evaluate(
                     fine = not (r.chars_recent / 3 < limit and r.chars_today < limit)
             if fine:
                 # Clearly fine (none of the eight signals can fire): skip the full rules.
-                fired: list[Fired] = []
                 quiet = (mm & -mm).bit_length() - 1
+                if state is None:
+                    # Never flagged: not flagged now, nothing to store; built when asked.
+                    rows_out.append((r, joined, quiet))
+                    continue
+                fired: list[Fired] = []
             else:
                 last_seen = (
                     _local_day(store.as_datetime(r.last_seen_at), cohort) if mm == 0 else None
@@ -467,41 +539,35 @@ def evaluate(
                     level = max(1, state.level if state is not None else 1)
                     note = f"恢复观察中：已连续活跃{active_run}天，满{clear_days}天解除"
                     codes = state.signals.split(",") if state is not None and state.signals else []
-                    fired = [
-                        Fired(Signal(c), note) for c in codes if c in Signal._value2member_map_
-                    ]
+                    fired = [Fired(Signal(c), note) for c in codes if c in _SIGNAL_CODES]
             flagged = bool(fired) or holding
-            stage_code = overrides.get(r.member_id) if overrides else None
-            stage = (
-                Stage(stage_code)
-                if stage_code is not None and stage_code in Stage._value2member_map_
-                else stage_today
-            )
             streak = cm if cm & 1 else cm >> 1
-            gr.members.append(
-                MemberRisk(
-                    chat_id,
-                    r.member_id,
-                    r.name,
-                    r.kind,
-                    r.owner_userid,
-                    stage,
-                    level,
-                    fired,
-                    quiet,
-                    (streak ^ (streak + 1)).bit_length() - 1,
-                    flagged,
-                    holding,
-                    bool(am & 1),
-                    bool(cm & 1),
-                    joined,
-                )
+            risk = MemberRisk(
+                chat_id,
+                r.member_id,
+                r.name,
+                r.kind,
+                r.owner_userid,
+                stage_for(r.member_id),
+                level,
+                fired,
+                quiet,
+                (streak ^ (streak + 1)).bit_length() - 1,
+                flagged,
+                holding,
+                bool(am & 1),
+                bool(cm & 1),
+                joined,
             )
+            rows_out.append(risk)
+            if flagged:
+                flagged_out.append(risk)
             if persist and (flagged or state is not None):
                 since = None
                 if flagged:
                     since = state.since if (state is not None and prev and state.since) else today
-                signals = ",".join(f.signal.value for f in fired)
+                # Signal is a StrEnum: joining the members joins their codes.
+                signals = ",".join([f.signal for f in fired])
                 if state is None or state != (today, flagged, prev, level, signals, since):
                     to_save.append(
                         {

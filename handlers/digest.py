@@ -323,7 +323,9 @@ def group_digests(
         today_nudges.setdefault(x.chat_id, {})[x.member_id] = x
     offers = nudge_store.pending_offers(session, chat_ids)
     rates = nudge_store.success_rates_by_chat(session, chat_ids)
-    names: dict[str, str] = {m.member_id: m.name for g in radar.values() for m in g.members}
+    names: dict[str, str] = {}
+    for g in radar.values():
+        names.update(g.names())
     prefetched = prefetch(session, cohort, list(radar.values()), day)
     out: dict[str, str] = {}
     for chat_id in chat_ids:

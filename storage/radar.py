@@ -15,9 +15,9 @@ from sqlalchemy import BigInteger, String, and_, case, func, literal, select, ty
 from sqlalchemy.orm import Session
 from sqlmodel import Field, SQLModel, col
 
-from storage import rollup
+from storage import bulk, rollup
 from storage.activity import DailyCounter
-from storage.dialect import upsert_rows
+from storage.dialect import insert_for, upsert_rows
 from storage.roster import Member, Membership
 from storage.types import UTCDateTime
 
@@ -88,15 +88,25 @@ def flags_of(session: Session, chat_ids: Sequence[str]) -> dict[tuple[str, str],
     }
 
 
+_FLAG_KEYS = ("chat_id", "member_id", "day", "flagged", "prev_flagged", "level", "signals", "since")
+
+
+def _flag_upsert(session: Session) -> Any:
+    ins = insert_for(session, RiskFlag)
+    return ins.on_conflict_do_update(
+        index_elements=["chat_id", "member_id"],
+        set_={c: ins.excluded[c] for c in _FLAG_KEYS[2:]},
+    )
+
+
+#: A nightly pass may write tens of thousands of states: one prepared executemany.
+_UPSERT_FLAGS = bulk.BulkStatement(_flag_upsert, _FLAG_KEYS)
+
+
 def save_flags(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     """Upsert radar states (dicts of :class:`RiskFlag` columns)."""
-    upsert_rows(
-        session,
-        RiskFlag,
-        rows,
-        ["chat_id", "member_id"],
-        update=["day", "flagged", "prev_flagged", "level", "signals", "since"],
-    )
+    session.flush()
+    _UPSERT_FLAGS.execute(session, rows)
 
 
 # --- stage overrides ---------------------------------------------------------------------------
@@ -373,26 +383,11 @@ def _from_rollup(session: Session, chat_ids: Sequence[str], today: date) -> list
         )
         .where(ms.c.chat_id.in_(list(chat_ids)))
     )
+    # ~one row per learner, 200,000 at scale: plain DBAPI rows (see storage.bulk.fetch_all).
+    make = Learner._make
     return [
-        Learner(
-            x[0],
-            x[1],
-            x[2] or x[1],
-            x[3],
-            x[4],
-            x[5],
-            x[6],
-            x[7],
-            bool(x[8]),
-            x[9],
-            x[10],
-            x[11],
-            x[12],
-            x[13],
-            x[14],
-            x[15],
-        )
-        for x in session.connection().execute(stmt)
+        make((x[0], x[1], x[2] or x[1], *x[3:8], bool(x[8]), *x[9:]))
+        for x in bulk.fetch_all(session, stmt)
     ]
 
 
