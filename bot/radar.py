@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from enum import StrEnum
 from fractions import Fraction
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -216,6 +217,12 @@ def _mean_of_thirds(counts: list[int]) -> float:
     return float(exact) / len(counts)
 
 
+@lru_cache(maxsize=512)
+def _month_day(day: date) -> str:
+    """``MM-DD`` (strftime is slow enough to show in a pass over 80,000 learners)."""
+    return day.strftime("%m-%d")
+
+
 def _bit(mask: int, i: int) -> bool:
     return i >= 0 and bool(mask >> i & 1)
 
@@ -306,7 +313,7 @@ def signals_of(
         if last is not None and last < present:
             run = _run_from(agg.checkin_mask, last)
             if run >= rules.broken_streak_min:
-                when = (today - timedelta(days=last)).strftime("%m-%d")
+                when = _month_day(today - timedelta(days=last))
                 fired.append(
                     Fired(Signal.STREAK_BROKEN, f"连续打卡{run}天后中断（最后一次在{when}）")
                 )

@@ -37,6 +37,7 @@ from bot.radar import (
 from handlers.nudges import choose, group_of, scenarios_for, values_for
 from storage import nudges as nudge_store
 from storage import points, rollup, roster
+from storage.dialect import one_of
 from storage.messages import Message
 from storage.milestones import Badge
 from storage.radar import joins_and_leaves
@@ -82,7 +83,7 @@ def milestones_by_chat(
     start = day_start(day, cohort.timezone, cohort.day_start_hour)
     stmt = select(Badge).where(
         col(Badge.cohort_id) == cohort.id,
-        col(Badge.chat_id).in_(list(chat_ids)),
+        one_of(session, col(Badge.chat_id), chat_ids),
         col(Badge.created_at) >= start,
         col(Badge.created_at) < start + timedelta(days=1),
     )
@@ -103,7 +104,7 @@ def hot_topics(
     """Top jieba TF-IDF keywords of each group's messages on ``day`` (text still retained)."""
     rows = session.execute(
         select(col(Message.chat_id), col(Message.text)).where(
-            col(Message.chat_id).in_(list(chat_ids)),
+            one_of(session, col(Message.chat_id), chat_ids),
             col(Message.day) == day,
             col(Message.recalled).is_(False),
             col(Message.text).is_not(None),

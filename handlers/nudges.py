@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session
@@ -202,6 +203,12 @@ def text_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
 
+@lru_cache(maxsize=4096)
+def _scripts_for(scenarios: tuple[str, ...], stage: str, level: int) -> tuple[library.Script, ...]:
+    """The candidate scripts of these scenarios, in order (few distinct keys per day)."""
+    return tuple(s for scenario in scenarios for s in library.candidates(scenario, stage, level))
+
+
 def choose(
     scenarios: list[str],
     stage: str,
@@ -216,28 +223,26 @@ def choose(
     """The first script variant for these scenarios this learner has never received."""
     free_cards = [i for i in range(len(postcards)) if i not in used_postcards]
     rot = int(hashlib.sha256(seed.encode()).hexdigest()[:6], 16)
-    for scenario in scenarios:
-        for script in library.candidates(scenario, stage, level):
-            n = len(script.variants)
-            for k in range(n):
-                v = (k + rot) % n
-                if (script.id, v) in used:
+    for script in _scripts_for(tuple(scenarios), stage, level):
+        n = len(script.variants)
+        for k in range(n):
+            v = (k + rot) % n
+            if used and (script.id, v) in used:
+                continue
+            template = library.compiled(script.variants[v])
+            card = None
+            vals = values
+            if "postcard" in template.fields:
+                if not free_cards:
                     continue
-                template = script.variants[v]
-                names = library.fields(template)
-                card = None
-                vals = dict(values)
-                if "postcard" in names:
-                    if not free_cards:
-                        continue
-                    card = free_cards[0]
-                    vals["postcard"] = postcards[card]
-                if any(name not in vals or vals[name] in (None, "") for name in names):
-                    continue
-                text = library.render(template, vals)
-                if text_hash(text) in used_hashes:
-                    continue
-                return Choice(script, v, text, card)
+                card = free_cards[0]
+                vals = {**values, "postcard": postcards[card]}
+            if any(name not in vals or vals[name] in (None, "") for name in template.fields):
+                continue
+            text = template.render(vals)
+            if used_hashes and text_hash(text) in used_hashes:
+                continue
+            return Choice(script, v, text, card)
     return None
 
 

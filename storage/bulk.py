@@ -96,7 +96,7 @@ class BulkStatement:
             cursor.close()
 
 
-def fetch_all(session: Session, stmt: ClauseElement) -> list[tuple[Any, ...]]:
+def fetch_all(session: Session, stmt: ClauseElement) -> list[Any]:
     """Run a SELECT on the session's connection through the DBAPI cursor and return its plain
     rows, without SQLAlchemy's per-row result processing (about 10 µs a row on a big read).
 
@@ -108,7 +108,7 @@ def fetch_all(session: Session, stmt: ClauseElement) -> list[tuple[Any, ...]]:
     compiled = stmt.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
     assert isinstance(compiled, SQLCompiler)
     # An expanded IN list's values are named ``<bind>_<n>``; their processor is the bind's.
-    procs = compiled._bind_processors
+    procs: dict[str, Any] = dict(compiled._bind_processors)
     values: dict[str, Any] = {}
     for name, value in compiled.params.items():
         process = procs.get(name) or procs.get(name.rsplit("_", 1)[0])
@@ -121,6 +121,6 @@ def fetch_all(session: Session, stmt: ClauseElement) -> list[tuple[Any, ...]]:
     cursor = session.connection().connection.cursor()
     try:
         cursor.execute(str(compiled), params)
-        return cursor.fetchall()
+        return list(cursor.fetchall())
     finally:
         cursor.close()

@@ -27,7 +27,7 @@ from sqlalchemy import Index, UniqueConstraint, func, select, update
 from sqlalchemy.orm import Session
 from sqlmodel import Field, SQLModel, col
 
-from storage.dialect import insert_for, upsert_rows
+from storage.dialect import insert_for, one_of, upsert_rows
 from storage.types import UTCDateTime
 
 # Ledger reasons. Leaderboards rank points *earned*: spending and refunds do not move them.
@@ -149,7 +149,8 @@ def balances_of(session: Session, cohort_id: str, member_ids: Sequence[str]) -> 
     out: dict[str, int] = {}
     for start in range(0, len(ids), 5000):
         stmt = select(table.c.member_id, table.c.balance).where(
-            table.c.cohort_id == cohort_id, table.c.member_id.in_(ids[start : start + 5000])
+            table.c.cohort_id == cohort_id,
+            one_of(session, table.c.member_id, ids[start : start + 5000]),
         )
         out.update({m: int(b) for m, b in session.execute(stmt).all()})
     return out

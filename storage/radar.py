@@ -17,7 +17,7 @@ from sqlmodel import Field, SQLModel, col
 
 from storage import bulk, rollup
 from storage.activity import DailyCounter
-from storage.dialect import insert_for, upsert_rows
+from storage.dialect import insert_for, one_of, upsert_rows
 from storage.roster import Member, Membership
 from storage.types import UTCDateTime
 
@@ -81,7 +81,7 @@ def flags_of(session: Session, chat_ids: Sequence[str]) -> dict[tuple[str, str],
     stmt = select(
         t.c.chat_id, t.c.member_id, t.c.day, t.c.flagged, t.c.prev_flagged, t.c.level,
         t.c.signals, t.c.since,
-    ).where(t.c.chat_id.in_(list(chat_ids)))  # fmt: skip
+    ).where(one_of(session, t.c.chat_id, chat_ids))  # fmt: skip
     return {
         (r[0], r[1]): FlagState(r[2], bool(r[3]), bool(r[4]), r[5], r[6], r[7])
         for r in session.connection().execute(stmt)
@@ -103,10 +103,32 @@ def _flag_upsert(session: Session) -> Any:
 _UPSERT_FLAGS = bulk.BulkStatement(_flag_upsert, _FLAG_KEYS)
 
 
+#: PostgreSQL: the same upsert as one statement over column arrays (one round trip; a pipelined
+#: executemany of 76,000 rows takes seconds).
+_PG_UPSERT_FLAGS = f"""
+INSERT INTO risk_flag ({", ".join(_FLAG_KEYS)})
+SELECT * FROM unnest(
+    %s::varchar[], %s::varchar[], %s::date[], %s::boolean[], %s::boolean[], %s::integer[],
+    %s::varchar[], %s::date[]
+)
+ON CONFLICT (chat_id, member_id) DO UPDATE SET
+{", ".join(f"{c} = excluded.{c}" for c in _FLAG_KEYS[2:])}
+"""
+
+
 def save_flags(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     """Upsert radar states (dicts of :class:`RiskFlag` columns)."""
     session.flush()
-    _UPSERT_FLAGS.execute(session, rows)
+    if not rows:
+        return
+    if session.get_bind().dialect.name != "postgresql":
+        _UPSERT_FLAGS.execute(session, rows)
+        return
+    cursor = session.connection().connection.cursor()
+    try:
+        cursor.execute(_PG_UPSERT_FLAGS, [[r[k] for r in rows] for k in _FLAG_KEYS])
+    finally:
+        cursor.close()
 
 
 # --- stage overrides ---------------------------------------------------------------------------
@@ -172,7 +194,7 @@ def progress_of(session: Session, member_ids: Iterable[str]) -> dict[str, tuple[
             col(CourseProgress.member_id),
             col(CourseProgress.completion),
             col(CourseProgress.homework_rate),
-        ).where(col(CourseProgress.member_id).in_(ids[start : start + 5000]))
+        ).where(one_of(session, col(CourseProgress.member_id), ids[start : start + 5000]))
         out.update({m: (c, h) for m, c, h in session.execute(stmt).all()})
     return out
 
@@ -225,7 +247,7 @@ def aggregates(
             rollup.total(case((t.c.day == today, t.c.reviews_given), else_=0)),
         )
         .where(
-            t.c.chat_id.in_(list(chat_ids)),
+            one_of(session, t.c.chat_id, chat_ids),
             t.c.day >= rollup.window_start(today, first_day),
             t.c.day <= today,
         )
@@ -314,7 +336,7 @@ def members(session: Session, chat_ids: Sequence[str]) -> list[MemberRow]:
     stmt = (
         select(*_member_columns())
         .join(Member, col(Member.id) == col(Membership.member_id))
-        .where(col(Membership.chat_id).in_(list(chat_ids)))
+        .where(one_of(session, col(Membership.chat_id), chat_ids))
     )
     return [
         MemberRow(r[0], r[1], r[2] or r[1], r[3], r[4], r[5], r[6], r[7], bool(r[8]))
@@ -381,7 +403,7 @@ def _from_rollup(session: Session, chat_ids: Sequence[str], today: date) -> list
             d,
             and_(d.c.chat_id == ms.c.chat_id, d.c.member_id == ms.c.member_id, d.c.day == today),
         )
-        .where(ms.c.chat_id.in_(list(chat_ids)))
+        .where(one_of(session, ms.c.chat_id, chat_ids))
     )
     # ~one row per learner, 200,000 at scale: plain DBAPI rows (see storage.bulk.fetch_all).
     make = Learner._make
@@ -403,7 +425,7 @@ def joins_and_leaves(
             func.sum(case((and_(ms.c.joined_at >= since, ms.c.joined_at < until), 1), else_=0)),
             func.sum(case((and_(ms.c.left_at >= since, ms.c.left_at < until), 1), else_=0)),
         )
-        .where(ms.c.chat_id.in_(list(chat_ids)))
+        .where(one_of(session, ms.c.chat_id, chat_ids))
         .group_by(ms.c.chat_id)
     )
     for chat_id, j, lv in session.execute(stmt).all():

@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 from sqlmodel import Field, SQLModel
 
 from storage.activity import DailyCounter
-from storage.dialect import insert_for, upsert_rows
+from storage.dialect import insert_for, one_of, upsert_rows
 
 #: How many learning days (ending today) the radar's bitmasks cover.
 WINDOW_DAYS = 28
@@ -139,7 +139,9 @@ class State(NamedTuple):
 def states(session: Session, chat_ids: Sequence[str]) -> dict[str, State]:
     t = RadarRollupState.__table__  # type: ignore[attr-defined]
     rows = session.execute(
-        select(t.c.chat_id, t.c.sealed_before, t.c.first_day).where(t.c.chat_id.in_(chat_ids))
+        select(t.c.chat_id, t.c.sealed_before, t.c.first_day).where(
+            one_of(session, t.c.chat_id, chat_ids)
+        )
     ).all()
     return {c: State(s, f) for c, s, f in rows}
 
@@ -147,7 +149,9 @@ def states(session: Session, chat_ids: Sequence[str]) -> dict[str, State]:
 def _dirty_chats(session: Session, chat_ids: Sequence[str]) -> bool:
     t = RadarDirty.__table__  # type: ignore[attr-defined]
     return (
-        session.execute(select(t.c.chat_id).where(t.c.chat_id.in_(chat_ids)).limit(1)).first()
+        session.execute(
+            select(t.c.chat_id).where(one_of(session, t.c.chat_id, chat_ids)).limit(1)
+        ).first()
         is not None
     )
 
@@ -185,9 +189,11 @@ def _rebuild(session: Session, chat_ids: list[str], state: State) -> None:
     t = DailyCounter.__table__  # type: ignore[attr-defined]
     for start in range(0, len(chat_ids), 500):
         part = chat_ids[start : start + 500]
-        session.execute(delete(r).where(r.c.chat_id.in_(part)))
-        session.execute(delete(d).where(d.c.chat_id.in_(part)))
-        query = _build_select(session, state.sealed_before, state.first_day, t.c.chat_id.in_(part))
+        session.execute(delete(r).where(one_of(session, r.c.chat_id, part)))
+        session.execute(delete(d).where(one_of(session, d.c.chat_id, part)))
+        query = _build_select(
+            session, state.sealed_before, state.first_day, one_of(session, t.c.chat_id, part)
+        )
         session.execute(insert_for(session, RadarRollup).from_select(_COLUMNS, query))
     upsert_rows(
         session,
@@ -211,7 +217,7 @@ def _repair(session: Session, chat_ids: list[str], state: State) -> None:
     pairs = [
         (c, m)
         for c, m in session.execute(
-            select(d.c.chat_id, d.c.member_id).where(d.c.chat_id.in_(chat_ids))
+            select(d.c.chat_id, d.c.member_id).where(one_of(session, d.c.chat_id, chat_ids))
         ).all()
     ]
     for start in range(0, len(pairs), 500):

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from sqlmodel import Field, SQLModel, col
 
 from bot.config import CohortSettings, Settings
-from storage.dialect import upsert_rows
+from storage.dialect import one_of, upsert_rows
 from storage.types import UTCDateTime
 
 
@@ -156,7 +156,7 @@ def names(session: Session, member_ids: Iterable[str]) -> dict[str, str]:
     ids = list(set(member_ids))
     found = dict(
         session.execute(
-            select(col(Member.id), col(Member.name)).where(col(Member.id).in_(ids))
+            select(col(Member.id), col(Member.name)).where(one_of(session, col(Member.id), ids))
         ).all()
     )
     return {i: (found.get(i) or i) for i in ids}
