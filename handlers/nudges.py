@@ -11,6 +11,7 @@ cheap, every minute or at :func:`next_nudge_due`).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from functools import lru_cache
@@ -268,6 +269,21 @@ def _teacher_name(session: Session, cohort: CohortSettings, chat_id: str) -> str
     return roster.names(session, [group.teachers[0]]).get(group.teachers[0], "老师") or "老师"
 
 
+def _teacher_names(
+    session: Session, cohort: CohortSettings, chat_ids: Iterable[str]
+) -> dict[str, str]:
+    """:func:`_teacher_name` of many groups, in one query."""
+    first = {
+        c: (g.teachers[0] if g and g.teachers else None)
+        for c in chat_ids
+        for g in [group_of(cohort, c)]
+    }
+    names = roster.names(session, [t for t in first.values() if t is not None])
+    return {
+        c: (names.get(t, "老师") or "老师") if t is not None else "老师" for c, t in first.items()
+    }
+
+
 def values_for(
     session: Session,
     cohort: CohortSettings,
@@ -318,27 +334,38 @@ def plan_nudges(
     ids = [m.member_id for m in flagged]
     out_of = store.opted_out(session, ids)
     last = store.last_nudge_day(session, ids)
+    # Everything the loop needs per learner, read for all of them at once.
+    offers = store.offers_by_member(session, ids, cohort.id)
+    history = store.histories(session, ids)
+    balances = points.balances_of(session, cohort.id, ids)
+    teachers = _teacher_names(session, cohort, {m.chat_id for m in flagged})
     planned: list[Nudge] = []
-    teachers: dict[str, str] = {}
     for risk in flagged:
         if risk.member_id in out_of:
             continue
-        propose_offer(session, cohort, risk, now, ns.offers)
+        offer = propose_offer(session, cohort, risk, now, ns.offers, offers[risk.member_id])
+        if offer is not None:
+            offers[risk.member_id].append(offer)
         prev = last.get(risk.member_id)
         if prev is not None and (today - prev).days < ns.min_days_between:
             continue
-        if risk.chat_id not in teachers:
-            teachers[risk.chat_id] = _teacher_name(session, cohort, risk.chat_id)
-        used, hashes = store.used_texts(session, risk.member_id)
+        seen = history[risk.member_id]
         choice = choose(
             scenarios_for(risk, cohort, today, bool(ns.postcards)),
             risk.stage.value,
             risk.level,
-            values_for(session, cohort, risk, today, teachers[risk.chat_id]),
-            used,
-            hashes,
+            values_for(
+                session,
+                cohort,
+                risk,
+                today,
+                teachers[risk.chat_id],
+                balances.get(risk.member_id, 0),
+            ),
+            seen.used,
+            seen.hashes,
             ns.postcards,
-            store.used_postcards(session, risk.member_id),
+            seen.postcards,
             f"{risk.member_id}:{today}",
         )
         if choice is None:
@@ -365,6 +392,10 @@ def plan_nudges(
         )
         planned.append(store.add(session, nudge))
         last[risk.member_id] = today
+        seen.used.add((nudge.script_id, nudge.variant))
+        seen.hashes.add(nudge.text_hash)
+        if nudge.postcard is not None:
+            seen.postcards.add(nudge.postcard)
     return planned
 
 
@@ -374,10 +405,13 @@ def propose_offer(
     risk: MemberRisk,
     now: datetime,
     tiers: tuple[OfferTier, ...],
+    offers: Sequence[Offer] | None = None,
 ) -> Offer | None:
     """Propose the next rung of the offers ladder the learner's risk level reaches (one open
-    proposal at a time; each tier at most once per learner and cohort)."""
-    offers = store.offers_of(session, risk.member_id, cohort.id)
+    proposal at a time; each tier at most once per learner and cohort). ``offers``: the
+    learner's offers in this cohort, when the caller read them already."""
+    if offers is None:
+        offers = store.offers_of(session, risk.member_id, cohort.id)
     if any(o.status in (store.PROPOSED, store.APPROVED) for o in offers):
         return None
     given = {o.tier for o in offers}

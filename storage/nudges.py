@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import date, datetime, timedelta
+from typing import NamedTuple
 
 from sqlalchemy import UniqueConstraint, func, select, update
 from sqlalchemy.orm import Session
@@ -163,6 +164,35 @@ def used_postcards(session: Session, member_id: str) -> set[int]:
     return {int(r) for r in rows if r is not None}
 
 
+class History(NamedTuple):
+    """What a learner has already received: :func:`used_texts` and :func:`used_postcards`."""
+
+    used: set[tuple[str, int]]
+    hashes: set[str]
+    postcards: set[int]
+
+
+def histories(session: Session, member_ids: Sequence[str]) -> dict[str, History]:
+    """:class:`History` of many learners (every one of ``member_ids``), in one query per 5,000."""
+    ids = list(set(member_ids))
+    out = {m: History(set(), set(), set()) for m in ids}
+    for start in range(0, len(ids), 5000):
+        stmt = select(
+            col(Nudge.member_id),
+            col(Nudge.script_id),
+            col(Nudge.variant),
+            col(Nudge.text_hash),
+            col(Nudge.postcard),
+        ).where(one_of(session, col(Nudge.member_id), ids[start : start + 5000]))
+        for member_id, script_id, variant, hash_, postcard in session.execute(stmt).all():
+            h = out[member_id]
+            h.used.add((script_id, variant))
+            h.hashes.add(hash_)
+            if postcard is not None:
+                h.postcards.add(int(postcard))
+    return out
+
+
 def of_day(session: Session, chat_ids: Sequence[str], day: date) -> Sequence[Nudge]:
     """Nudges of these groups planned for a learning day (any status but expired)."""
     return session.scalars(
@@ -318,6 +348,26 @@ def offers_of(session: Session, member_id: str, cohort_id: str) -> Sequence[Offe
     return session.scalars(
         select(Offer).where(col(Offer.member_id) == member_id, col(Offer.cohort_id) == cohort_id)
     ).all()
+
+
+def offers_by_member(
+    session: Session, member_ids: Sequence[str], cohort_id: str
+) -> dict[str, list[Offer]]:
+    """:func:`offers_of` of many learners (every one of ``member_ids``), in one query per 5,000."""
+    ids = list(set(member_ids))
+    out: dict[str, list[Offer]] = {m: [] for m in ids}
+    for start in range(0, len(ids), 5000):
+        stmt = (
+            select(Offer)
+            .where(
+                one_of(session, col(Offer.member_id), ids[start : start + 5000]),
+                col(Offer.cohort_id) == cohort_id,
+            )
+            .order_by(col(Offer.id))
+        )
+        for offer in session.scalars(stmt).all():
+            out[offer.member_id].append(offer)
+    return out
 
 
 def pending_offers(session: Session, chat_ids: Sequence[str]) -> Sequence[Offer]:
