@@ -113,9 +113,22 @@ def _spread_ok(minute: int) -> bool:
     return minute % 30 not in (28, 29, 0, 1, 2)
 
 
-def pick_send_time(local_now: datetime, ns: NudgeSettings, seed: str) -> datetime:
+def pick_send_time(
+    local_now: datetime, ns: NudgeSettings, seed: str, slots: list[datetime] | None = None
+) -> datetime:
     """A send time in the rest of today's window, at a minute away from :00/:30, spread
-    deterministically by ``seed`` (so learners do not all get their nudge at once)."""
+    deterministically by ``seed`` (so learners do not all get their nudge at once).
+    ``slots``: :func:`send_slots` of the same ``local_now``, when the caller has them."""
+    if slots is None:
+        slots = send_slots(local_now, ns)
+    if not slots:
+        return local_now
+    h = int(hashlib.sha256(seed.encode()).hexdigest()[:8], 16)
+    return slots[h % len(slots)]
+
+
+def send_slots(local_now: datetime, ns: NudgeSettings) -> list[datetime]:
+    """The minutes :func:`pick_send_time` chooses from, in order."""
     start, end = window_of(local_now, ns)
     day = local_now.date()
     tz = local_now.tzinfo
@@ -130,10 +143,7 @@ def pick_send_time(local_now: datetime, ns: NudgeSettings, seed: str) -> datetim
         if _spread_ok(t.minute) and not in_quiet_hours(t, ns):
             slots.append(t)
         t += timedelta(minutes=1)
-    if not slots:
-        return local_now
-    h = int(hashlib.sha256(seed.encode()).hexdigest()[:8], 16)
-    return slots[h % len(slots)]
+    return slots
 
 
 # --- choosing --------------------------------------------------------------------------------
@@ -339,12 +349,14 @@ def plan_nudges(
     history = store.histories(session, ids)
     balances = points.balances_of(session, cohort.id, ids)
     teachers = _teacher_names(session, cohort, {m.chat_id for m in flagged})
+    slots = send_slots(local, ns)
     planned: list[Nudge] = []
     for risk in flagged:
         if risk.member_id in out_of:
             continue
-        offer = propose_offer(session, cohort, risk, now, ns.offers, offers[risk.member_id])
+        offer = next_offer(cohort, risk, now, ns.offers, offers[risk.member_id])
         if offer is not None:
+            session.add(offer)
             offers[risk.member_id].append(offer)
         prev = last.get(risk.member_id)
         if prev is not None and (today - prev).days < ns.min_days_between:
@@ -371,7 +383,7 @@ def plan_nudges(
         if choice is None:
             continue
         route = delivery_route(risk.member_id, risk.kind, risk.owner_userid)
-        at = pick_send_time(local, ns, f"{risk.chat_id}:{risk.member_id}:{today}")
+        at = pick_send_time(local, ns, f"{risk.chat_id}:{risk.member_id}:{today}", slots)
         nudge = Nudge(
             cohort_id=cohort.id,
             chat_id=risk.chat_id,
@@ -390,12 +402,14 @@ def plan_nudges(
             scheduled_at=now if route.kind == NO_ROUTE else at,
             postcard=choice.postcard,
         )
-        planned.append(store.add(session, nudge))
+        session.add(nudge)
+        planned.append(nudge)
         last[risk.member_id] = today
         seen.used.add((nudge.script_id, nudge.variant))
         seen.hashes.add(nudge.text_hash)
         if nudge.postcard is not None:
             seen.postcards.add(nudge.postcard)
+    session.flush()  # one batch of INSERTs (the callers read the nudges' ids)
     return planned
 
 
@@ -412,13 +426,29 @@ def propose_offer(
     learner's offers in this cohort, when the caller read them already."""
     if offers is None:
         offers = store.offers_of(session, risk.member_id, cohort.id)
+    offer = next_offer(cohort, risk, now, tiers, offers)
+    if offer is not None:
+        session.add(offer)
+        session.flush()
+    return offer
+
+
+def next_offer(
+    cohort: CohortSettings,
+    risk: MemberRisk,
+    now: datetime,
+    tiers: tuple[OfferTier, ...],
+    offers: Sequence[Offer],
+) -> Offer | None:
+    """The offer :func:`propose_offer` would propose, given the learner's ``offers`` (not
+    added to any session)."""
     if any(o.status in (store.PROPOSED, store.APPROVED) for o in offers):
         return None
     given = {o.tier for o in offers}
     for tier in tiers:
         if tier.id in given or tier.min_level > risk.level:
             continue
-        offer = Offer(
+        return Offer(
             cohort_id=cohort.id,
             chat_id=risk.chat_id,
             member_id=risk.member_id,
@@ -426,9 +456,6 @@ def propose_offer(
             level=risk.level,
             proposed_at=now,
         )
-        session.add(offer)
-        session.flush()
-        return offer
     return None
 
 
