@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from enum import StrEnum
+from fractions import Fraction
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -27,7 +29,7 @@ from bot.config import CohortSettings, RadarSettings, Settings
 from storage import nudges as nudge_store
 from storage import radar as store
 from storage.nudges import Nudge
-from storage.radar import MemberAggregate, MemberRow
+from storage.radar import Learner
 
 
 class Stage(StrEnum):
@@ -126,7 +128,7 @@ class Fired:
     why: str  # one line, Chinese
 
 
-@dataclass
+@dataclass(slots=True)
 class MemberRisk:
     """One learner's radar result on one learning day."""
 
@@ -157,25 +159,68 @@ class MemberRisk:
 
 @dataclass
 class GroupRadar:
-    """A group's radar and the day's headline figures (for the digest)."""
+    """A group's radar and the day's headline figures (for the digest).
+
+    Learners who are clearly fine (no signal can fire, never flagged) are kept as their raw
+    rows and become :class:`MemberRisk` objects only when :attr:`members` is read: a nightly
+    pass over 200,000 learners would otherwise build 120,000 objects nobody looks at.
+    """
 
     chat_id: str
     cohort_id: str
     day: date
-    members: list[MemberRisk] = field(default_factory=list)
     total: int = 0
     active_today: int = 0
     messages_today: int = 0
     checkins_today: int = 0
     checkin_avg7: float = 0.0  # mean daily check-ins over the 7 days before today
     reviewers_today: list[tuple[str, str, int]] = field(default_factory=list)
+    #: Every learner in row order: a :class:`MemberRisk`, or a clearly fine learner's
+    #: ``(row, joined_day, days_quiet)`` until :attr:`members` builds it with ``_fine``.
+    _rows: list[Any] = field(default_factory=list, repr=False)
+    _flagged: list[MemberRisk] = field(default_factory=list, repr=False)
+    _fine: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def members(self) -> list[MemberRisk]:
+        """Every learner's result, in the order the rows were read."""
+        if self._fine is not None:
+            make = self._fine
+            self._rows = [m if type(m) is MemberRisk else make(*m) for m in self._rows]
+            self._fine = None
+        return self._rows
+
+    def names(self) -> dict[str, str]:
+        """Member id to display name, for every learner (without building the results)."""
+        return dict(
+            (m.member_id, m.name) if type(m) is MemberRisk else (m[0].member_id, m[0].name)
+            for m in self._rows
+        )
 
     @property
     def flagged(self) -> list[MemberRisk]:
         """Flagged learners, highest risk first, then most signals, longest quiet."""
-        out = [m for m in self.members if m.flagged]
+        out = list(self._flagged)
         out.sort(key=lambda m: (-m.level, -len(m.fired), -m.days_quiet, m.name, m.member_id))
         return out
+
+
+_STAGE_CODES = frozenset(s.value for s in Stage)
+_SIGNAL_CODES = frozenset(s.value for s in Signal)
+_THIRDS = [Fraction(k / 3) for k in range(4)]
+
+
+def _mean_of_thirds(counts: list[int]) -> float:
+    """``statistics.fmean(k / 3 for k in counts)`` for counts in 0..3, to the last bit (fmean
+    is the correctly rounded exact sum over n; so is this), without a float per learner."""
+    exact = sum(_THIRDS[k] * counts.count(k) for k in (1, 2, 3))
+    return float(exact) / len(counts)
+
+
+@lru_cache(maxsize=512)
+def _month_day(day: date) -> str:
+    """``MM-DD`` (strftime is slow enough to show in a pass over 80,000 learners)."""
+    return day.strftime("%m-%d")
 
 
 def _bit(mask: int, i: int) -> bool:
@@ -214,8 +259,8 @@ class Baselines:
 
 
 def signals_of(
-    agg: MemberAggregate,
-    row: MemberRow,
+    agg: Learner,
+    row: Learner,
     cohort: CohortSettings,
     rules: RadarSettings,
     today: date,
@@ -268,7 +313,7 @@ def signals_of(
         if last is not None and last < present:
             run = _run_from(agg.checkin_mask, last)
             if run >= rules.broken_streak_min:
-                when = (today - timedelta(days=last)).strftime("%m-%d")
+                when = _month_day(today - timedelta(days=last))
                 fired.append(
                     Fired(Signal.STREAK_BROKEN, f"连续打卡{run}天后中断（最后一次在{when}）")
                 )
@@ -334,27 +379,6 @@ def _left(joined: datetime | str | None, left: datetime | str) -> bool:
     return j is None or (lv is not None and lv >= j)
 
 
-def _volume_may_fire(
-    agg: MemberAggregate,
-    joined: date,
-    cohort: CohortSettings,
-    today: date,
-    rules: RadarSettings,
-    group: Baselines,
-) -> bool:
-    """A cheap upper bound for signal 6 (used by the fast path only)."""
-    present = (today - max(cohort.start_date, joined)).days + 1
-    if present < 4:
-        return False
-    before_days = min(present, store.WINDOW_DAYS) - 4
-    if before_days >= 3 and agg.chars_before > 0:
-        base = agg.chars_before / before_days
-    else:
-        base = group.chars_per_day3
-    limit = base * rules.volume_ratio
-    return agg.chars_recent / 3 < limit and agg.chars_today < limit
-
-
 def _local_day(at: datetime | None, cohort: CohortSettings) -> date | None:
     return None if at is None else learning_day(at, cohort.timezone, cohort.day_start_hour)
 
@@ -376,13 +400,9 @@ def evaluate(
     staff = {
         g.chat_id: set(g.leaders) | set(g.teachers) for g in cohort.groups if g.chat_id in chat_ids
     }
-    aggs = {
-        (a.chat_id, a.member_id): a
-        for a in store.aggregates(session, chat_ids, today, cohort.start_date)
-    }
     rows = [
         r
-        for r in store.members(session, chat_ids)
+        for r in store.learners(session, chat_ids, today, cohort.start_date)
         if r.member_id not in staff.get(r.chat_id, ())
         and not (r.left_at is not None and _left(r.joined_at, r.left_at))
     ]
@@ -395,130 +415,179 @@ def evaluate(
     )
     overrides = store.stage_overrides(session, cohort.id)
     stage_today = stage_of(cohort, today)
-    empty = MemberAggregate("", "", 0, 0, 0, 0, 0, 0, 0)
 
     joined_days: dict[Any, date] = {}
     silence_bits = (1 << rules.silence_days) - 1
     drop_need = 3 * rules.checkin_drop_ratio  # check-ins in 3 days that no baseline can beat
     n_today = cohort.cohort_day(today)
     fast_ok = 1 <= n_today <= cohort.length_days and n_today > rules.intro_by_day
-    by_group: dict[str, list[MemberRow]] = {c: [] for c in chat_ids}
+    by_group: dict[str, list[Learner]] = {c: [] for c in chat_ids}
     for r in rows:
         by_group.setdefault(r.chat_id, []).append(r)
 
     out: dict[str, GroupRadar] = {}
     to_save: list[dict[str, Any]] = []
+    clear_days = rules.clear_after_active_days
+    volume_ratio = rules.volume_ratio
+    days7 = max(0, min(7, n_today - 1))
+    mask7 = ((1 << days7) - 1) << 1
+    # Per join day: (days present in the cohort so far, window days before the last 3).
+    presence: dict[date, tuple[int, int]] = {}
+
+    def stage_for(member_id: str) -> Stage:
+        code = overrides.get(member_id) if overrides else None
+        return Stage(code) if code is not None and code in _STAGE_CODES else stage_today
+
+    def fine_risk(r: Learner, joined: date, quiet: int) -> MemberRisk:
+        """A clearly fine learner's result (built only when asked for, see GroupRadar)."""
+        cm = r.checkin_mask
+        streak = cm if cm & 1 else cm >> 1
+        return MemberRisk(
+            r.chat_id,
+            r.member_id,
+            r.name,
+            r.kind,
+            r.owner_userid,
+            stage_for(r.member_id),
+            0,
+            [],
+            quiet,
+            (streak ^ (streak + 1)).bit_length() - 1,
+            False,
+            False,
+            bool((r.message_mask | cm) & 1),
+            bool(cm & 1),
+            joined,
+        )
+
     for chat_id, members in by_group.items():
         gr = GroupRadar(chat_id=chat_id, cohort_id=cohort.id, day=today, total=len(members))
-        member_aggs = [aggs.get((chat_id, r.member_id), empty) for r in members]
+        gr._fine = fine_risk
+        rows_out = gr._rows
+        flagged_out = gr._flagged
         if members:
-            gr.active_today = sum(1 for a in member_aggs if a.active_mask & 1)
-            gr.messages_today = sum(a.messages_today for a in member_aggs)
-            gr.checkins_today = sum(1 for a in member_aggs if a.checkin_mask & 1)
-            days7 = max(0, min(7, cohort.cohort_day(today) - 1))
+            cms = [r.checkin_mask for r in members]
+            gr.active_today = sum((r.message_mask | r.checkin_mask) & 1 for r in members)
+            gr.messages_today = sum(r.messages_today for r in members)
+            gr.checkins_today = sum(c & 1 for c in cms)
             if days7:
-                gr.checkin_avg7 = sum(_count(a.checkin_mask, 1, days7) for a in member_aggs) / days7
-            rate3 = statistics.fmean(_count(a.checkin_mask, 1, 3) / 3 for a in member_aggs)
-            chars3 = statistics.median(a.chars_recent / 3 for a in member_aggs)
+                gr.checkin_avg7 = sum((c & mask7).bit_count() for c in cms) / days7
+            rate3 = _mean_of_thirds([((c >> 1) & 7).bit_count() for c in cms])
+            chars3 = statistics.median(r.chars_recent / 3 for r in members)
         else:
             rate3 = chars3 = 0.0
         base = Baselines(rate3, chars3)
         reviewers = sorted(
-            (
-                (r.member_id, r.name, a.reviews_today)
-                for r, a in zip(members, member_aggs, strict=True)
-                if a.reviews_today > 0
-            ),
+            ((r.member_id, r.name, r.reviews_today) for r in members if r.reviews_today > 0),
             key=lambda t: (-t[2], t[1]),
         )
         gr.reviewers_today = reviewers[:5]
-        for r, a in zip(members, member_aggs, strict=True):
+        group_limit = chars3 * volume_ratio
+        for r in members:
+            mm = r.message_mask
+            cm = r.checkin_mask
+            am = mm | cm
             joined = joined_days.get(r.joined_at)
             if joined is None:
                 joined = _local_day(store.as_datetime(r.joined_at), cohort) or cohort.start_date
                 joined_days[r.joined_at] = joined
-            state = flags.get((chat_id, r.member_id))
-            nudge = latest.get((chat_id, r.member_id))
+            key = (chat_id, r.member_id)
+            state = flags.get(key)
+            nudge = latest.get(key)
             prog = progress.get(r.member_id)
-            if (
+            fine = (
                 fast_ok
                 and (state is None or not state.flagged)
-                and a.message_mask & silence_bits
-                and (a.checkin_mask & 1 or _count(a.checkin_mask, 1, 3) >= drop_need)
-                and a.checkin_mask & 3
+                and mm & silence_bits
+                and (cm & 1 or ((cm >> 1) & 7).bit_count() >= drop_need)
+                and cm & 3
                 and r.intro_done
                 and (nudge is None or nudge.worked is not False)
                 and prog is None
-                and not _volume_may_fire(a, joined, cohort, today, rules, base)
-            ):
+            )
+            if fine:
+                # A cheap upper bound for signal 6 (volume drop).
+                known = presence.get(joined)
+                if known is None:
+                    present = (today - max(cohort.start_date, joined)).days + 1
+                    known = presence[joined] = (present, min(present, store.WINDOW_DAYS) - 4)
+                if known[0] >= 4:
+                    if known[1] >= 3 and r.chars_before > 0:
+                        limit = r.chars_before / known[1] * volume_ratio
+                    else:
+                        limit = group_limit
+                    fine = not (r.chars_recent / 3 < limit and r.chars_today < limit)
+            if fine:
                 # Clearly fine (none of the eight signals can fire): skip the full rules.
+                quiet = (mm & -mm).bit_length() - 1
+                if state is None:
+                    # Never flagged: not flagged now, nothing to store; built when asked.
+                    rows_out.append((r, joined, quiet))
+                    continue
                 fired: list[Fired] = []
-                quiet = (a.message_mask & -a.message_mask).bit_length() - 1
             else:
                 last_seen = (
-                    _local_day(store.as_datetime(r.last_seen_at), cohort)
-                    if a.message_mask == 0
-                    else None
+                    _local_day(store.as_datetime(r.last_seen_at), cohort) if mm == 0 else None
                 )
                 fired, quiet = signals_of(
-                    a, r, cohort, rules, today, joined, base, last_seen, nudge, prog
+                    r, r, cohort, rules, today, joined, base, last_seen, nudge, prog
                 )
             prev = False
             if state is not None:
                 prev = state.prev_flagged if state.day == today else state.flagged
-            active_run = current_streak(a.active_mask)
             holding = False
             level = level_of(len(fired))
-            if not fired and prev and active_run < rules.clear_after_active_days:
-                holding = True
-                level = max(1, state.level if state is not None else 1)
-                note = (
-                    f"恢复观察中：已连续活跃{active_run}天，满{rules.clear_after_active_days}天解除"
-                )
-                codes = state.signals.split(",") if state is not None and state.signals else []
-                fired = [Fired(Signal(c), note) for c in codes if c in Signal._value2member_map_]
+            if not fired and prev:
+                # The live run of active days (through today, or through yesterday).
+                run = am if am & 1 else am >> 1
+                active_run = (run ^ (run + 1)).bit_length() - 1
+                if active_run < clear_days:
+                    holding = True
+                    level = max(1, state.level if state is not None else 1)
+                    note = f"恢复观察中：已连续活跃{active_run}天，满{clear_days}天解除"
+                    codes = state.signals.split(",") if state is not None and state.signals else []
+                    fired = [Fired(Signal(c), note) for c in codes if c in _SIGNAL_CODES]
             flagged = bool(fired) or holding
-            stage_code = overrides.get(r.member_id)
-            stage = (
-                Stage(stage_code)
-                if stage_code is not None and stage_code in Stage._value2member_map_
-                else stage_today
+            streak = cm if cm & 1 else cm >> 1
+            risk = MemberRisk(
+                chat_id,
+                r.member_id,
+                r.name,
+                r.kind,
+                r.owner_userid,
+                stage_for(r.member_id),
+                level,
+                fired,
+                quiet,
+                (streak ^ (streak + 1)).bit_length() - 1,
+                flagged,
+                holding,
+                bool(am & 1),
+                bool(cm & 1),
+                joined,
             )
-            gr.members.append(
-                MemberRisk(
-                    chat_id=chat_id,
-                    member_id=r.member_id,
-                    name=r.name,
-                    kind=r.kind,
-                    owner_userid=r.owner_userid,
-                    stage=stage,
-                    level=level,
-                    fired=fired,
-                    days_quiet=quiet,
-                    streak=current_streak(a.checkin_mask),
-                    flagged=flagged,
-                    holding=holding,
-                    active_today=bool(a.active_mask & 1),
-                    checked_today=bool(a.checkin_mask & 1),
-                    joined_day=joined,
-                )
-            )
+            rows_out.append(risk)
+            if flagged:
+                flagged_out.append(risk)
             if persist and (flagged or state is not None):
                 since = None
                 if flagged:
                     since = state.since if (state is not None and prev and state.since) else today
-                to_save.append(
-                    {
-                        "chat_id": chat_id,
-                        "member_id": r.member_id,
-                        "day": today,
-                        "flagged": flagged,
-                        "prev_flagged": prev,
-                        "level": level,
-                        "signals": ",".join(f.signal.value for f in fired),
-                        "since": since,
-                    }
-                )
+                # Signal is a StrEnum: joining the members joins their codes.
+                signals = ",".join([f.signal for f in fired])
+                if state is None or state != (today, flagged, prev, level, signals, since):
+                    to_save.append(
+                        {
+                            "chat_id": chat_id,
+                            "member_id": r.member_id,
+                            "day": today,
+                            "flagged": flagged,
+                            "prev_flagged": prev,
+                            "level": level,
+                            "signals": signals,
+                            "since": since,
+                        }
+                    )
         out[chat_id] = gr
     if persist and to_save:
         store.save_flags(session, to_save)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import gc
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date, time, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +23,7 @@ from sqlmodel import col
 from bot.clock import day_start, learning_day
 from bot.config import CohortSettings, Settings
 from bot.context import Context
-from bot.jobs import DailyJob, Run, per_teacher
+from bot.jobs import DailyJob, Run, cohort_days, per_teacher
 from bot.outbound import Channel, Kind, Outbound
 from bot.radar import (
     SIGNAL_LABELS,
@@ -35,7 +36,8 @@ from bot.radar import (
 )
 from handlers.nudges import choose, group_of, scenarios_for, values_for
 from storage import nudges as nudge_store
-from storage import points, roster
+from storage import points, rollup, roster
+from storage.dialect import one_of
 from storage.messages import Message
 from storage.milestones import Badge
 from storage.radar import joins_and_leaves
@@ -52,25 +54,45 @@ MAX_QUIET_LINES = 60  # beyond this the list says "and N more" (the dashboard ha
 
 def pending_redemptions(session: Session, cohort: CohortSettings, chat_id: str) -> list[str]:
     """One line per pending redemption made in this group, oldest first (``发放``/``取消``)."""
-    rows = [r for r in points.pending(session, cohort.id) if r.chat_id == chat_id]
+    return pending_redemptions_by_chat(session, cohort).get(chat_id, [])
+
+
+def pending_redemptions_by_chat(session: Session, cohort: CohortSettings) -> dict[str, list[str]]:
+    """:func:`pending_redemptions` of every group of the cohort, in two queries."""
+    rows = points.pending(session, cohort.id)
     names = roster.names(session, [r.member_id for r in rows])
-    return [f"#{r.id} {names[r.member_id]}：{r.name}（{r.cost} 分）" for r in rows]
+    out: dict[str, list[str]] = {}
+    for r in rows:
+        out.setdefault(r.chat_id, []).append(
+            f"#{r.id} {names[r.member_id]}：{r.name}（{r.cost} 分）"
+        )
+    return out
 
 
 def milestones_reached_today(
     session: Session, radar: GroupRadar, cohort: CohortSettings, day: date
 ) -> list[tuple[str, int]]:
     """The badges awarded in this group on learning day ``day`` (issue 4's milestone records)."""
+    return milestones_by_chat(session, cohort, [radar.chat_id], day).get(radar.chat_id, [])
+
+
+def milestones_by_chat(
+    session: Session, cohort: CohortSettings, chat_ids: Sequence[str], day: date
+) -> dict[str, list[tuple[str, int]]]:
+    """:func:`milestones_reached_today` of these groups, in two queries."""
     start = day_start(day, cohort.timezone, cohort.day_start_hour)
     stmt = select(Badge).where(
         col(Badge.cohort_id) == cohort.id,
-        col(Badge.chat_id) == radar.chat_id,
+        one_of(session, col(Badge.chat_id), chat_ids),
         col(Badge.created_at) >= start,
         col(Badge.created_at) < start + timedelta(days=1),
     )
     badges = session.scalars(stmt.order_by(col(Badge.id))).all()
     names = roster.names(session, [b.member_id for b in badges])
-    return [(names[b.member_id], b.milestone) for b in badges]
+    out: dict[str, list[tuple[str, int]]] = {}
+    for b in badges:
+        out.setdefault(b.chat_id, []).append((names[b.member_id], b.milestone))
+    return out
 
 
 # --- building --------------------------------------------------------------------------------
@@ -82,7 +104,7 @@ def hot_topics(
     """Top jieba TF-IDF keywords of each group's messages on ``day`` (text still retained)."""
     rows = session.execute(
         select(col(Message.chat_id), col(Message.text)).where(
-            col(Message.chat_id).in_(list(chat_ids)),
+            one_of(session, col(Message.chat_id), chat_ids),
             col(Message.day) == day,
             col(Message.recalled).is_(False),
             col(Message.text).is_not(None),
@@ -131,13 +153,15 @@ def suggestion(
     day: date,
     teacher: str,
     postcards: tuple[str, ...],
+    balance: int | None = None,
 ) -> tuple[str, str]:
-    """A suggested script id and text for a flagged learner (without consulting history)."""
+    """A suggested script id and text for a flagged learner (without consulting history).
+    ``balance``: the learner's points, when the caller read them already."""
     choice = choose(
         scenarios_for(risk, cohort, day, bool(postcards)),
         risk.stage.value,
         risk.level,
-        values_for(session, cohort, risk, day, teacher),
+        values_for(session, cohort, risk, day, teacher, balance),
         set(),
         set(),
         postcards,
@@ -160,8 +184,12 @@ def render_group(
     rates: tuple[dict[str, tuple[int, int]], dict[str, tuple[int, int]]],
     offers: Sequence[nudge_store.Offer],
     names: dict[str, str],
+    prefetched: Prefetched | None = None,
 ) -> str:
-    """One group's digest as markdown."""
+    """One group's digest as markdown. ``prefetched``: what :func:`group_digests` read for all
+    the groups at once (otherwise it is read here, for this group)."""
+    if prefetched is None:
+        prefetched = prefetch(session, cohort, [radar], day)
     group = group_of(cohort, radar.chat_id)
     title = group.name if group and group.name else radar.chat_id
     n = cohort.cohort_day(day)
@@ -198,12 +226,18 @@ def render_group(
             lines.append(f"   > 今日私信（{state}）`{script_id}`：{text}")
         else:
             script_id, text = suggestion(
-                session, cohort, m, day, teacher, settings.nudges.postcards
+                session,
+                cohort,
+                m,
+                day,
+                teacher,
+                settings.nudges.postcards,
+                prefetched.balances.get(m.member_id, 0),
             )
             lines.append(f"   > 建议话术 `{script_id}`：{text}")
     if len(flagged) > MAX_QUIET_LINES:
         lines.append(f"……另有 {len(flagged) - MAX_QUIET_LINES} 人，见看板。")
-    milestones = milestones_reached_today(session, radar, cohort, day)
+    milestones = prefetched.milestones.get(radar.chat_id, [])
     lines.append("### 今日里程碑")
     lines.append("、".join(f"{name}（第{d}天）" for name, d in milestones) if milestones else "无")
     lines.append("### 点评之星")
@@ -232,7 +266,7 @@ def render_group(
             "成功率（按阶段）："
             + "；".join(f"{_stage_label(k)} {_rate(*v)}" for k, v in sorted(by_stage.items()))
         )
-    redemptions = pending_redemptions(session, cohort, radar.chat_id)
+    redemptions = prefetched.redemptions.get(radar.chat_id, [])
     lines.append(f"### 待处理兑换（{len(redemptions)}）")
     lines.extend(f"- {r}" for r in redemptions) if redemptions else lines.append("无")
     lines.append(f"### 待批准挽回方案（{len(offers)}）")
@@ -245,6 +279,26 @@ def render_group(
     if not offers:
         lines.append("无")
     return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Prefetched:
+    """What the digests of a set of groups read in bulk rather than per group or learner."""
+
+    balances: dict[str, int]  # points of the learners on the quiet lists
+    milestones: dict[str, list[tuple[str, int]]]
+    redemptions: dict[str, list[str]]
+
+
+def prefetch(
+    session: Session, cohort: CohortSettings, radars: Sequence[GroupRadar], day: date
+) -> Prefetched:
+    shown = [m.member_id for g in radars for m in g.flagged[:MAX_QUIET_LINES]]
+    return Prefetched(
+        points.balances_of(session, cohort.id, shown),
+        milestones_by_chat(session, cohort, [g.chat_id for g in radars], day),
+        pending_redemptions_by_chat(session, cohort),
+    )
 
 
 def _stage_label(code: str) -> str:
@@ -270,7 +324,10 @@ def group_digests(
         today_nudges.setdefault(x.chat_id, {})[x.member_id] = x
     offers = nudge_store.pending_offers(session, chat_ids)
     rates = nudge_store.success_rates_by_chat(session, chat_ids)
-    names: dict[str, str] = {m.member_id: m.name for g in radar.values() for m in g.members}
+    names: dict[str, str] = {}
+    for g in radar.values():
+        names.update(g.names())
+    prefetched = prefetch(session, cohort, list(radar.values()), day)
     out: dict[str, str] = {}
     for chat_id in chat_ids:
         group = group_of(cohort, chat_id)
@@ -289,6 +346,7 @@ def group_digests(
             rates.get(chat_id, ({}, {})),
             [o for o in offers if o.chat_id == chat_id],
             names,
+            prefetched,
         )
     return out
 
@@ -354,10 +412,34 @@ async def digest_job(ctx: Context, run: Run) -> None:
     await send_digests(ctx, str(run.target), run.cohort_id)
 
 
+async def rollup_job(ctx: Context, run: Run) -> None:
+    """Bring the radar's rollup of the cohort's counters to the new learning day, ten minutes
+    after it starts, so the day's nudge planning and digests read one row per learner (the
+    first radar pass of the day would otherwise do it, and wait for it)."""
+    cohort = ctx.cohort if ctx.cohort is not None else ctx.settings.cohort(str(run.cohort_id))
+    day = learning_day(ctx.clock.now(), cohort.timezone, cohort.day_start_hour)
+    rollup.ensure(ctx.session, [g.chat_id for g in cohort.groups], day, cohort.start_date)
+
+
 def jobs(settings: Settings) -> list[DailyJob]:
-    """One digest job per teacher and cohort at ``[nudges] digest_time`` (default 21:40)."""
+    """One digest job per teacher and cohort at ``[nudges] digest_time`` (default 21:40), and
+    the radar rollup per cohort at the start of each learning day (+10 min)."""
     hour, minute = settings.nudges.digest_time
-    return per_teacher(settings, "digest", time(hour % 24, minute), digest_job)
+    return [
+        *per_teacher(settings, "digest", time(hour % 24, minute), digest_job),
+        *(
+            DailyJob(
+                f"radar.rollup:{c.id}",
+                time(c.day_start_hour, 10),
+                c.timezone,
+                rollup_job,
+                cohort_days(c),
+                cohort_id=c.id,
+                quiet=False,
+            )
+            for c in settings.cohorts
+        ),
+    ]
 
 
 async def teacher_digest_job(app: App, teacher_id: str) -> int:

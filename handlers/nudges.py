@@ -11,8 +11,10 @@ cheap, every minute or at :func:`next_nudge_due`).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session
@@ -111,9 +113,22 @@ def _spread_ok(minute: int) -> bool:
     return minute % 30 not in (28, 29, 0, 1, 2)
 
 
-def pick_send_time(local_now: datetime, ns: NudgeSettings, seed: str) -> datetime:
+def pick_send_time(
+    local_now: datetime, ns: NudgeSettings, seed: str, slots: list[datetime] | None = None
+) -> datetime:
     """A send time in the rest of today's window, at a minute away from :00/:30, spread
-    deterministically by ``seed`` (so learners do not all get their nudge at once)."""
+    deterministically by ``seed`` (so learners do not all get their nudge at once).
+    ``slots``: :func:`send_slots` of the same ``local_now``, when the caller has them."""
+    if slots is None:
+        slots = send_slots(local_now, ns)
+    if not slots:
+        return local_now
+    h = int(hashlib.sha256(seed.encode()).hexdigest()[:8], 16)
+    return slots[h % len(slots)]
+
+
+def send_slots(local_now: datetime, ns: NudgeSettings) -> list[datetime]:
+    """The minutes :func:`pick_send_time` chooses from, in order."""
     start, end = window_of(local_now, ns)
     day = local_now.date()
     tz = local_now.tzinfo
@@ -128,10 +143,7 @@ def pick_send_time(local_now: datetime, ns: NudgeSettings, seed: str) -> datetim
         if _spread_ok(t.minute) and not in_quiet_hours(t, ns):
             slots.append(t)
         t += timedelta(minutes=1)
-    if not slots:
-        return local_now
-    h = int(hashlib.sha256(seed.encode()).hexdigest()[:8], 16)
-    return slots[h % len(slots)]
+    return slots
 
 
 # --- choosing --------------------------------------------------------------------------------
@@ -202,6 +214,12 @@ def text_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
 
+@lru_cache(maxsize=4096)
+def _scripts_for(scenarios: tuple[str, ...], stage: str, level: int) -> tuple[library.Script, ...]:
+    """The candidate scripts of these scenarios, in order (few distinct keys per day)."""
+    return tuple(s for scenario in scenarios for s in library.candidates(scenario, stage, level))
+
+
 def choose(
     scenarios: list[str],
     stage: str,
@@ -216,28 +234,26 @@ def choose(
     """The first script variant for these scenarios this learner has never received."""
     free_cards = [i for i in range(len(postcards)) if i not in used_postcards]
     rot = int(hashlib.sha256(seed.encode()).hexdigest()[:6], 16)
-    for scenario in scenarios:
-        for script in library.candidates(scenario, stage, level):
-            n = len(script.variants)
-            for k in range(n):
-                v = (k + rot) % n
-                if (script.id, v) in used:
+    for script in _scripts_for(tuple(scenarios), stage, level):
+        n = len(script.variants)
+        for k in range(n):
+            v = (k + rot) % n
+            if used and (script.id, v) in used:
+                continue
+            template = library.compiled(script.variants[v])
+            card = None
+            vals = values
+            if "postcard" in template.fields:
+                if not free_cards:
                     continue
-                template = script.variants[v]
-                names = library.fields(template)
-                card = None
-                vals = dict(values)
-                if "postcard" in names:
-                    if not free_cards:
-                        continue
-                    card = free_cards[0]
-                    vals["postcard"] = postcards[card]
-                if any(name not in vals or vals[name] in (None, "") for name in names):
-                    continue
-                text = library.render(template, vals)
-                if text_hash(text) in used_hashes:
-                    continue
-                return Choice(script, v, text, card)
+                card = free_cards[0]
+                vals = {**values, "postcard": postcards[card]}
+            if any(name not in vals or vals[name] in (None, "") for name in template.fields):
+                continue
+            text = template.render(vals)
+            if used_hashes and text_hash(text) in used_hashes:
+                continue
+            return Choice(script, v, text, card)
     return None
 
 
@@ -268,17 +284,42 @@ def days_left(cohort: CohortSettings, today: date) -> int:
     return max(0, (cohort.end_date - today).days + 1)
 
 
+def _teacher_names(
+    session: Session, cohort: CohortSettings, chat_ids: Iterable[str]
+) -> dict[str, str]:
+    """:func:`_teacher_name` of many groups, in one query."""
+    first = {
+        c: (g.teachers[0] if g and g.teachers else None)
+        for c in chat_ids
+        for g in [group_of(cohort, c)]
+    }
+    names = roster.names(session, [t for t in first.values() if t is not None])
+    return {
+        c: (names.get(t, "老师") or "老师") if t is not None else "老师" for c, t in first.items()
+    }
+
+
 def values_for(
-    session: Session, cohort: CohortSettings, risk: MemberRisk, today: date, teacher: str
+    session: Session,
+    cohort: CohortSettings,
+    risk: MemberRisk,
+    today: date,
+    teacher: str,
+    balance: int | None = None,
 ) -> dict[str, object]:
-    """The placeholder values for one learner (user data, rendered literally)."""
+    """The placeholder values for one learner (user data, rendered literally). ``balance``: the
+    learner's points when the caller read them already (in bulk)."""
     nxt = next_milestone(cohort, risk.streak)
     group = group_of(cohort, risk.chat_id)
+    if balance is None:
+        balance = points_balance(session, cohort.id, risk.member_id)
     values: dict[str, object] = {
         "name": risk.name,
         "days_quiet": risk.days_quiet,
         "streak": risk.streak,
-        "points": points_balance(session, cohort.id, risk.member_id),
+        "points": points_balance(session, cohort.id, risk.member_id)
+        if balance is None
+        else balance,
         "course": cohort.course,
         "teacher": teacher,
         "stage": STAGE_LABELS[risk.stage],
@@ -308,33 +349,46 @@ def plan_nudges(
     ids = [m.member_id for m in flagged]
     out_of = store.opted_out(session, ids)
     last = store.last_nudge_day(session, ids)
+    # Everything the loop needs per learner, read for all of them at once.
+    offers = store.offers_by_member(session, ids, cohort.id)
+    history = store.histories(session, ids)
+    balances = points.balances_of(session, cohort.id, ids)
+    teachers = _teacher_names(session, cohort, {m.chat_id for m in flagged})
+    slots = send_slots(local, ns)
     planned: list[Nudge] = []
-    teachers: dict[str, str] = {}
     for risk in flagged:
         if risk.member_id in out_of:
             continue
-        propose_offer(session, cohort, risk, now, ns.offers)
+        offer = next_offer(cohort, risk, now, ns.offers, offers[risk.member_id])
+        if offer is not None:
+            session.add(offer)
+            offers[risk.member_id].append(offer)
         prev = last.get(risk.member_id)
         if prev is not None and (today - prev).days < ns.min_days_between:
             continue
-        if risk.chat_id not in teachers:
-            teachers[risk.chat_id] = _teacher_name(session, cohort, risk.chat_id)
-        used, hashes = store.used_texts(session, risk.member_id)
+        seen = history[risk.member_id]
         choice = choose(
             scenarios_for(risk, cohort, today, bool(ns.postcards)),
             risk.stage.value,
             risk.level,
-            values_for(session, cohort, risk, today, teachers[risk.chat_id]),
-            used,
-            hashes,
+            values_for(
+                session,
+                cohort,
+                risk,
+                today,
+                teachers[risk.chat_id],
+                balances.get(risk.member_id, 0),
+            ),
+            seen.used,
+            seen.hashes,
             ns.postcards,
-            store.used_postcards(session, risk.member_id),
+            seen.postcards,
             f"{risk.member_id}:{today}",
         )
         if choice is None:
             continue
         route = delivery_route(risk.member_id, risk.kind, risk.owner_userid)
-        at = pick_send_time(local, ns, f"{risk.chat_id}:{risk.member_id}:{today}")
+        at = pick_send_time(local, ns, f"{risk.chat_id}:{risk.member_id}:{today}", slots)
         nudge = Nudge(
             cohort_id=cohort.id,
             chat_id=risk.chat_id,
@@ -353,8 +407,14 @@ def plan_nudges(
             scheduled_at=now if route.kind == NO_ROUTE else at,
             postcard=choice.postcard,
         )
-        planned.append(store.add(session, nudge))
+        session.add(nudge)
+        planned.append(nudge)
         last[risk.member_id] = today
+        seen.used.add((nudge.script_id, nudge.variant))
+        seen.hashes.add(nudge.text_hash)
+        if nudge.postcard is not None:
+            seen.postcards.add(nudge.postcard)
+    session.flush()  # one batch of INSERTs (the callers read the nudges' ids)
     return planned
 
 
@@ -364,17 +424,36 @@ def propose_offer(
     risk: MemberRisk,
     now: datetime,
     tiers: tuple[OfferTier, ...],
+    offers: Sequence[Offer] | None = None,
 ) -> Offer | None:
     """Propose the next rung of the offers ladder the learner's risk level reaches (one open
-    proposal at a time; each tier at most once per learner and cohort)."""
-    offers = store.offers_of(session, risk.member_id, cohort.id)
+    proposal at a time; each tier at most once per learner and cohort). ``offers``: the
+    learner's offers in this cohort, when the caller read them already."""
+    if offers is None:
+        offers = store.offers_of(session, risk.member_id, cohort.id)
+    offer = next_offer(cohort, risk, now, tiers, offers)
+    if offer is not None:
+        session.add(offer)
+        session.flush()
+    return offer
+
+
+def next_offer(
+    cohort: CohortSettings,
+    risk: MemberRisk,
+    now: datetime,
+    tiers: tuple[OfferTier, ...],
+    offers: Sequence[Offer],
+) -> Offer | None:
+    """The offer :func:`propose_offer` would propose, given the learner's ``offers`` (not
+    added to any session)."""
     if any(o.status in (store.PROPOSED, store.APPROVED) for o in offers):
         return None
     given = {o.tier for o in offers}
     for tier in tiers:
         if tier.id in given or tier.min_level > risk.level:
             continue
-        offer = Offer(
+        return Offer(
             cohort_id=cohort.id,
             chat_id=risk.chat_id,
             member_id=risk.member_id,
@@ -382,9 +461,6 @@ def propose_offer(
             level=risk.level,
             proposed_at=now,
         )
-        session.add(offer)
-        session.flush()
-        return offer
     return None
 
 

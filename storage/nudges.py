@@ -6,13 +6,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import date, datetime, timedelta
+from typing import NamedTuple
 
 from sqlalchemy import UniqueConstraint, func, select, update
 from sqlalchemy.orm import Session
 from sqlmodel import Field, SQLModel, col
 
 from storage.activity import DailyCounter
-from storage.dialect import upsert_rows
+from storage.dialect import one_of, upsert_rows
 from storage.types import UTCDateTime
 
 SCHEDULED = "scheduled"
@@ -93,7 +94,7 @@ def set_opt_out(session: Session, member_id: str, opted_out: bool, now: datetime
 def opted_out(session: Session, member_ids: Sequence[str] | None = None) -> set[str]:
     stmt = select(col(NudgePref.member_id)).where(col(NudgePref.opted_out).is_(True))
     if member_ids is not None:
-        stmt = stmt.where(col(NudgePref.member_id).in_(list(member_ids)))
+        stmt = stmt.where(one_of(session, col(NudgePref.member_id), member_ids))
     return set(session.scalars(stmt).all())
 
 
@@ -113,7 +114,7 @@ def of_groups_between(
     stmt = (
         select(Nudge)
         .where(
-            col(Nudge.chat_id).in_(list(chat_ids)),
+            one_of(session, col(Nudge.chat_id), chat_ids),
             col(Nudge.scheduled_at) >= since,
             col(Nudge.scheduled_at) < until,
             col(Nudge.status).in_([SENT, HELD]),
@@ -127,7 +128,7 @@ def latest_per_member(session: Session, chat_ids: Sequence[str]) -> dict[tuple[s
     """The most recent sent or held nudge of each learner in these groups."""
     sub = (
         select(func.max(col(Nudge.id)))
-        .where(col(Nudge.chat_id).in_(list(chat_ids)), col(Nudge.status).in_([SENT, HELD]))
+        .where(one_of(session, col(Nudge.chat_id), chat_ids), col(Nudge.status).in_([SENT, HELD]))
         .group_by(col(Nudge.chat_id), col(Nudge.member_id))
     )
     rows = session.scalars(select(Nudge).where(col(Nudge.id).in_(sub))).all()
@@ -138,7 +139,7 @@ def last_nudge_day(session: Session, member_ids: Sequence[str]) -> dict[str, dat
     """The learning day of each learner's latest planned, sent or held nudge, in any group."""
     stmt = (
         select(col(Nudge.member_id), func.max(col(Nudge.day)))
-        .where(col(Nudge.member_id).in_(list(member_ids)), col(Nudge.status) != EXPIRED)
+        .where(one_of(session, col(Nudge.member_id), member_ids), col(Nudge.status) != EXPIRED)
         .group_by(col(Nudge.member_id))
     )
     return {member_id: at for member_id, at in session.execute(stmt).all()}
@@ -163,11 +164,40 @@ def used_postcards(session: Session, member_id: str) -> set[int]:
     return {int(r) for r in rows if r is not None}
 
 
+class History(NamedTuple):
+    """What a learner has already received: :func:`used_texts` and :func:`used_postcards`."""
+
+    used: set[tuple[str, int]]
+    hashes: set[str]
+    postcards: set[int]
+
+
+def histories(session: Session, member_ids: Sequence[str]) -> dict[str, History]:
+    """:class:`History` of many learners (every one of ``member_ids``), in one query per 5,000."""
+    ids = list(set(member_ids))
+    out = {m: History(set(), set(), set()) for m in ids}
+    for start in range(0, len(ids), 5000):
+        stmt = select(
+            col(Nudge.member_id),
+            col(Nudge.script_id),
+            col(Nudge.variant),
+            col(Nudge.text_hash),
+            col(Nudge.postcard),
+        ).where(one_of(session, col(Nudge.member_id), ids[start : start + 5000]))
+        for member_id, script_id, variant, hash_, postcard in session.execute(stmt).all():
+            h = out[member_id]
+            h.used.add((script_id, variant))
+            h.hashes.add(hash_)
+            if postcard is not None:
+                h.postcards.add(int(postcard))
+    return out
+
+
 def of_day(session: Session, chat_ids: Sequence[str], day: date) -> Sequence[Nudge]:
     """Nudges of these groups planned for a learning day (any status but expired)."""
     return session.scalars(
         select(Nudge).where(
-            col(Nudge.chat_id).in_(list(chat_ids)),
+            one_of(session, col(Nudge.chat_id), chat_ids),
             col(Nudge.day) == day,
             col(Nudge.status) != EXPIRED,
         )
@@ -281,7 +311,7 @@ def success_rates(
         col(Nudge.status) == SENT, col(Nudge.worked).is_not(None)
     )
     if chat_ids is not None:
-        stmt = stmt.where(col(Nudge.chat_id).in_(list(chat_ids)))
+        stmt = stmt.where(one_of(session, col(Nudge.chat_id), chat_ids))
     by_script: dict[str, tuple[int, int]] = {}
     by_stage: dict[str, tuple[int, int]] = {}
     for script_id, stage, worked in session.execute(stmt).all():
@@ -300,7 +330,7 @@ def success_rates_by_chat(
     ).where(
         col(Nudge.status) == SENT,
         col(Nudge.worked).is_not(None),
-        col(Nudge.chat_id).in_(list(chat_ids)),
+        one_of(session, col(Nudge.chat_id), chat_ids),
     )
     out: dict[str, tuple[dict[str, tuple[int, int]], dict[str, tuple[int, int]]]] = {}
     for chat_id, script_id, stage, worked in session.execute(stmt).all():
@@ -320,10 +350,30 @@ def offers_of(session: Session, member_id: str, cohort_id: str) -> Sequence[Offe
     ).all()
 
 
+def offers_by_member(
+    session: Session, member_ids: Sequence[str], cohort_id: str
+) -> dict[str, list[Offer]]:
+    """:func:`offers_of` of many learners (every one of ``member_ids``), in one query per 5,000."""
+    ids = list(set(member_ids))
+    out: dict[str, list[Offer]] = {m: [] for m in ids}
+    for start in range(0, len(ids), 5000):
+        stmt = (
+            select(Offer)
+            .where(
+                one_of(session, col(Offer.member_id), ids[start : start + 5000]),
+                col(Offer.cohort_id) == cohort_id,
+            )
+            .order_by(col(Offer.id))
+        )
+        for offer in session.scalars(stmt).all():
+            out[offer.member_id].append(offer)
+    return out
+
+
 def pending_offers(session: Session, chat_ids: Sequence[str]) -> Sequence[Offer]:
     return session.scalars(
         select(Offer)
-        .where(col(Offer.chat_id).in_(list(chat_ids)), col(Offer.status) == PROPOSED)
+        .where(one_of(session, col(Offer.chat_id), chat_ids), col(Offer.status) == PROPOSED)
         .order_by(col(Offer.id))
     ).all()
 

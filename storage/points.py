@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 from sqlmodel import Field, SQLModel, col
 
 from storage.bulk import Prepared
-from storage.dialect import insert_for, upsert_rows
+from storage.dialect import insert_for, one_of, upsert_rows
 from storage.types import UTCDateTime
 
 # Ledger reasons. Leaderboards rank points *earned*: spending and refunds do not move them.
@@ -146,6 +146,20 @@ def balance(session: Session, cohort_id: str, member_id: str) -> int:
     """The member's balance (the stored running sum)."""
     row = session.get(PointsBalance, (cohort_id, member_id))
     return row.balance if row is not None else 0
+
+
+def balances_of(session: Session, cohort_id: str, member_ids: Sequence[str]) -> dict[str, int]:
+    """:func:`balance` of many members (absent: 0), in a few queries."""
+    ids = list(set(member_ids))
+    table = PointsBalance.__table__  # type: ignore[attr-defined]
+    out: dict[str, int] = {}
+    for start in range(0, len(ids), 5000):
+        stmt = select(table.c.member_id, table.c.balance).where(
+            table.c.cohort_id == cohort_id,
+            one_of(session, table.c.member_id, ids[start : start + 5000]),
+        )
+        out.update({m: int(b) for m, b in session.execute(stmt).all()})
+    return out
 
 
 def ledger_sum(session: Session, cohort_id: str, member_id: str) -> int:

@@ -8,20 +8,21 @@ day), ``membership`` and the tables below.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import BigInteger, Integer, String, and_, case, func, literal, select, type_coerce
+from sqlalchemy import BigInteger, String, and_, case, func, literal, select, type_coerce
 from sqlalchemy.orm import Session
 from sqlmodel import Field, SQLModel, col
 
+from storage import bulk, rollup
 from storage.activity import DailyCounter
-from storage.dialect import upsert_rows
+from storage.dialect import insert_for, one_of, upsert_rows
 from storage.roster import Member, Membership
 from storage.types import UTCDateTime
 
 #: How many learning days (ending today) the bitmasks of :class:`MemberAggregate` cover.
-WINDOW_DAYS = 28
+WINDOW_DAYS = rollup.WINDOW_DAYS
 
 
 class RiskFlag(SQLModel, table=True):
@@ -62,21 +63,72 @@ class CourseProgress(SQLModel, table=True):
 # --- flags -------------------------------------------------------------------------------------
 
 
-def flags_of(session: Session, chat_ids: Sequence[str]) -> dict[tuple[str, str], RiskFlag]:
+class FlagState(NamedTuple):
+    """A stored :class:`RiskFlag` (read as plain rows: tens of thousands are read at once)."""
+
+    day: date
+    flagged: bool
+    prev_flagged: bool
+    level: int
+    signals: str
+    since: date | None
+
+
+def flags_of(session: Session, chat_ids: Sequence[str]) -> dict[tuple[str, str], FlagState]:
     """Stored radar state of every learner in the given groups."""
-    rows = session.scalars(select(RiskFlag).where(col(RiskFlag.chat_id).in_(list(chat_ids))))
-    return {(r.chat_id, r.member_id): r for r in rows}
+    session.flush()
+    t = RiskFlag.__table__  # type: ignore[attr-defined]
+    stmt = select(
+        t.c.chat_id, t.c.member_id, t.c.day, t.c.flagged, t.c.prev_flagged, t.c.level,
+        t.c.signals, t.c.since,
+    ).where(one_of(session, t.c.chat_id, chat_ids))  # fmt: skip
+    return {
+        (r[0], r[1]): FlagState(r[2], bool(r[3]), bool(r[4]), r[5], r[6], r[7])
+        for r in session.connection().execute(stmt)
+    }
+
+
+_FLAG_KEYS = ("chat_id", "member_id", "day", "flagged", "prev_flagged", "level", "signals", "since")
+
+
+def _flag_upsert(session: Session) -> Any:
+    ins = insert_for(session, RiskFlag)
+    return ins.on_conflict_do_update(
+        index_elements=["chat_id", "member_id"],
+        set_={c: ins.excluded[c] for c in _FLAG_KEYS[2:]},
+    )
+
+
+#: A nightly pass may write tens of thousands of states: one prepared executemany.
+_UPSERT_FLAGS = bulk.BulkStatement(_flag_upsert, _FLAG_KEYS)
+
+
+#: PostgreSQL: the same upsert as one statement over column arrays (one round trip; a pipelined
+#: executemany of 76,000 rows takes seconds).
+_PG_UPSERT_FLAGS = f"""
+INSERT INTO risk_flag ({", ".join(_FLAG_KEYS)})
+SELECT * FROM unnest(
+    %s::varchar[], %s::varchar[], %s::date[], %s::boolean[], %s::boolean[], %s::integer[],
+    %s::varchar[], %s::date[]
+)
+ON CONFLICT (chat_id, member_id) DO UPDATE SET
+{", ".join(f"{c} = excluded.{c}" for c in _FLAG_KEYS[2:])}
+"""
 
 
 def save_flags(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     """Upsert radar states (dicts of :class:`RiskFlag` columns)."""
-    upsert_rows(
-        session,
-        RiskFlag,
-        rows,
-        ["chat_id", "member_id"],
-        update=["day", "flagged", "prev_flagged", "level", "signals", "since"],
-    )
+    session.flush()
+    if not rows:
+        return
+    if session.get_bind().dialect.name != "postgresql":
+        _UPSERT_FLAGS.execute(session, rows)
+        return
+    cursor = session.connection().connection.cursor()
+    try:
+        cursor.execute(_PG_UPSERT_FLAGS, [[r[k] for r in rows] for k in _FLAG_KEYS])
+    finally:
+        cursor.close()
 
 
 # --- stage overrides ---------------------------------------------------------------------------
@@ -142,7 +194,7 @@ def progress_of(session: Session, member_ids: Iterable[str]) -> dict[str, tuple[
             col(CourseProgress.member_id),
             col(CourseProgress.completion),
             col(CourseProgress.homework_rate),
-        ).where(col(CourseProgress.member_id).in_(ids[start : start + 5000]))
+        ).where(one_of(session, col(CourseProgress.member_id), ids[start : start + 5000]))
         out.update({m: (c, h) for m, c, h in session.execute(stmt).all()})
     return out
 
@@ -176,61 +228,33 @@ class MemberAggregate(NamedTuple):
         return self.message_mask | self.checkin_mask
 
 
-def _offset_expr(session: Session, today: date) -> Any:
-    """``today - day`` in days, as an integer SQL expression (dialect-specific)."""
-    day = DailyCounter.__table__.c.day  # type: ignore[attr-defined]
-    if session.get_bind().dialect.name == "postgresql":
-        return literal(today) - day
-    return func.cast(func.julianday(literal(today.isoformat())) - func.julianday(day), Integer())
-
-
 def aggregates(
     session: Session, chat_ids: Sequence[str], today: date, first_day: date
 ) -> list[MemberAggregate]:
-    """Per (group, member): activity bitmasks and sums over ``[max(first_day, today-27), today]``.
+    """Per (group, member): activity bitmasks and sums over ``[max(first_day, today-27), today]``,
+    straight from the counters: one ``GROUP BY`` over ``daily_counter`` for all the groups.
 
-    One ``GROUP BY`` over ``daily_counter`` for all the groups at once (index on chat_id, day).
+    The reference the rollup is checked against, and what a look at a past day uses.
     """
     t = DailyCounter.__table__  # type: ignore[attr-defined]
-    start = max(first_day, today - timedelta(days=WINDOW_DAYS - 1))
-    off = _offset_expr(session, today)
-    one = literal(1, BigInteger())
-    bit = one.op("<<")(off)
-    recent_lo = today - timedelta(days=3)
-    recent_hi = today - timedelta(days=1)
-    zero = literal(0, BigInteger())
-
-    def total(expr: Any) -> Any:
-        # PostgreSQL sums bigints as numeric (Decimal in Python, slow to convert): cast back.
-        return func.cast(func.sum(expr), BigInteger())
-
     stmt = (
         select(
             t.c.chat_id,
             t.c.member_id,
-            total(case((t.c.messages > 0, bit), else_=zero)),
-            total(case((t.c.checkins > 0, bit), else_=zero)),
-            total(case((and_(t.c.day >= recent_lo, t.c.day <= recent_hi), t.c.chars), else_=0)),
-            total(case((t.c.day < recent_lo, t.c.chars), else_=0)),
-            total(case((t.c.day == today, t.c.messages), else_=0)),
-            total(case((t.c.day == today, t.c.chars), else_=0)),
-            total(case((t.c.day == today, t.c.reviews_given), else_=0)),
+            *rollup.window_columns(session, today),
+            rollup.total(case((t.c.day == today, t.c.messages), else_=0)),
+            rollup.total(case((t.c.day == today, t.c.chars), else_=0)),
+            rollup.total(case((t.c.day == today, t.c.reviews_given), else_=0)),
         )
-        .where(t.c.chat_id.in_(list(chat_ids)), t.c.day >= start, t.c.day <= today)
+        .where(
+            one_of(session, t.c.chat_id, chat_ids),
+            t.c.day >= rollup.window_start(today, first_day),
+            t.c.day <= today,
+        )
         .group_by(t.c.chat_id, t.c.member_id)
     )
     return [
-        MemberAggregate(
-            r[0],
-            r[1],
-            int(r[2] or 0),
-            int(r[3] or 0),
-            int(r[4] or 0),
-            int(r[5] or 0),
-            int(r[6] or 0),
-            int(r[7] or 0),
-            int(r[8] or 0),
-        )
+        MemberAggregate(r[0], r[1], *(int(v or 0) for v in r[2:]))
         for r in session.execute(stmt).all()
     ]
 
@@ -253,6 +277,33 @@ class MemberRow(NamedTuple):
     intro_done: bool
 
 
+class Learner(NamedTuple):
+    """A group member and their activity over the radar window: a :class:`MemberRow` followed by
+    the fields of a :class:`MemberAggregate` (zeros for a member without counters)."""
+
+    chat_id: str
+    member_id: str
+    name: str
+    kind: str
+    owner_userid: str | None
+    joined_at: datetime | str | None
+    left_at: datetime | str | None
+    last_seen_at: datetime | str | None
+    intro_done: bool
+    message_mask: int
+    checkin_mask: int
+    chars_recent: int
+    chars_before: int
+    messages_today: int
+    chars_today: int
+    reviews_today: int
+
+    @property
+    def active_mask(self) -> int:
+        """Days with a message or a check-in."""
+        return self.message_mask | self.checkin_mask
+
+
 def _raw(attr: Any) -> Any:
     """A datetime column without per-row result processing (see :class:`MemberRow`)."""
     return type_coerce(col(attr), String())
@@ -266,26 +317,99 @@ def as_datetime(value: datetime | str | None) -> datetime | None:
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
+def _member_columns() -> list[Any]:
+    return [
+        col(Membership.chat_id),
+        col(Membership.member_id),
+        col(Member.name),
+        col(Member.kind),
+        col(Member.owner_userid),
+        _raw(Membership.joined_at),
+        _raw(Membership.left_at),
+        _raw(Membership.last_seen_at),
+        col(Membership.intro_done_at).is_not(None),
+    ]
+
+
 def members(session: Session, chat_ids: Sequence[str]) -> list[MemberRow]:
     """Every membership of the given groups with the member's name and kind (one query)."""
     stmt = (
-        select(
-            col(Membership.chat_id),
-            col(Membership.member_id),
-            col(Member.name),
-            col(Member.kind),
-            col(Member.owner_userid),
-            _raw(Membership.joined_at),
-            _raw(Membership.left_at),
-            _raw(Membership.last_seen_at),
-            col(Membership.intro_done_at).is_not(None),
-        )
+        select(*_member_columns())
         .join(Member, col(Member.id) == col(Membership.member_id))
-        .where(col(Membership.chat_id).in_(list(chat_ids)))
+        .where(one_of(session, col(Membership.chat_id), chat_ids))
     )
     return [
         MemberRow(r[0], r[1], r[2] or r[1], r[3], r[4], r[5], r[6], r[7], bool(r[8]))
         for r in session.execute(stmt).all()
+    ]
+
+
+def learners(
+    session: Session, chat_ids: Sequence[str], today: date, first_day: date
+) -> list[Learner]:
+    """Every membership of the given groups with its activity over the radar window ending
+    ``today`` (window from ``first_day`` at the earliest).
+
+    Reads the rollup (brought to ``today`` first, see :mod:`storage.rollup`) joined with the
+    members and today's counters: one row per learner. Groups whose rollup cannot serve
+    ``today`` (a look at a past day) are aggregated from the counters directly.
+    """
+    chat_ids = list(chat_ids)
+    session.flush()  # the big reads below go through the connection, not the ORM
+    valid = (
+        rollup.ensure(session, chat_ids, today, first_day)
+        if rollup.window_start(today, first_day) <= today
+        else []
+    )
+    out: list[Learner] = []
+    if valid:
+        out.extend(_from_rollup(session, valid, today))
+    rest = [c for c in chat_ids if c not in set(valid)]
+    if rest:
+        zeros = (0, 0, 0, 0, 0, 0, 0)
+        aggs = {
+            (a.chat_id, a.member_id): a[2:] for a in aggregates(session, rest, today, first_day)
+        }
+        out.extend(
+            Learner(*m, *aggs.get((m.chat_id, m.member_id), zeros)) for m in members(session, rest)
+        )
+    return out
+
+
+def _from_rollup(session: Session, chat_ids: Sequence[str], today: date) -> list[Learner]:
+    r = rollup.RadarRollup.__table__  # type: ignore[attr-defined]
+    d = DailyCounter.__table__  # type: ignore[attr-defined]
+    ms = Membership.__table__  # type: ignore[attr-defined]
+    zero = literal(0, BigInteger())
+    one = literal(1, BigInteger())
+    stmt = (
+        select(
+            *_member_columns(),
+            func.coalesce(r.c.message_mask, zero).op("|")(
+                case((d.c.messages > 0, one), else_=zero)
+            ),
+            func.coalesce(r.c.checkin_mask, zero).op("|")(
+                case((d.c.checkins > 0, one), else_=zero)
+            ),
+            func.coalesce(r.c.chars_recent, zero),
+            func.coalesce(r.c.chars_before, zero),
+            func.coalesce(d.c.messages, 0),
+            func.coalesce(d.c.chars, 0),
+            func.coalesce(d.c.reviews_given, 0),
+        )
+        .join(Member, col(Member.id) == ms.c.member_id)
+        .outerjoin(r, and_(r.c.chat_id == ms.c.chat_id, r.c.member_id == ms.c.member_id))
+        .outerjoin(
+            d,
+            and_(d.c.chat_id == ms.c.chat_id, d.c.member_id == ms.c.member_id, d.c.day == today),
+        )
+        .where(one_of(session, ms.c.chat_id, chat_ids))
+    )
+    # ~one row per learner, 200,000 at scale: plain DBAPI rows (see storage.bulk.fetch_all).
+    make = Learner._make
+    return [
+        make((x[0], x[1], x[2] or x[1], *x[3:8], bool(x[8]), *x[9:]))
+        for x in bulk.fetch_all(session, stmt)
     ]
 
 
@@ -301,7 +425,7 @@ def joins_and_leaves(
             func.sum(case((and_(ms.c.joined_at >= since, ms.c.joined_at < until), 1), else_=0)),
             func.sum(case((and_(ms.c.left_at >= since, ms.c.left_at < until), 1), else_=0)),
         )
-        .where(ms.c.chat_id.in_(list(chat_ids)))
+        .where(one_of(session, ms.c.chat_id, chat_ids))
         .group_by(ms.c.chat_id)
     )
     for chat_id, j, lv in session.execute(stmt).all():

@@ -12,7 +12,7 @@ from sqlmodel import Field, SQLModel, col
 
 from bot.config import CohortSettings, Settings
 from storage.bulk import BulkStatement
-from storage.dialect import insert_for, upsert_rows
+from storage.dialect import insert_for, one_of, upsert_rows
 from storage.types import UTCDateTime
 
 
@@ -186,7 +186,7 @@ def names(session: Session, member_ids: Iterable[str]) -> dict[str, str]:
     ids = list(set(member_ids))
     found = dict(
         session.execute(
-            select(col(Member.id), col(Member.name)).where(col(Member.id).in_(ids))
+            select(col(Member.id), col(Member.name)).where(one_of(session, col(Member.id), ids))
         ).all()
     )
     return {i: (found.get(i) or i) for i in ids}

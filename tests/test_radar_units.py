@@ -99,6 +99,33 @@ def test_render_inserts_user_values_literally() -> None:
     assert text == "{points}{0.__class__}你好，你有5积分"
 
 
+def test_parsed_templates_render_exactly_like_render() -> None:
+    values: dict[str, object] = {
+        name: f"{{{name}}}{{0.__class__}}{{{{" for name in library.PLACEHOLDERS
+    }
+    values["points"] = 0
+    templates = [v for s in library.load() for v in s.variants]
+    templates += ["{{字面}} {name} {missing} }}{{ {", "", "{name}"]
+    for template in templates:
+        parsed = library.compiled(template)
+        assert parsed.fields == tuple(library.fields(template))
+        for vals in (values, {}, {"name": "小王"}):
+            assert parsed.render(vals) == library.render(template, vals), template
+
+
+def test_group_check_in_rate_is_fmean_to_the_last_bit() -> None:
+    import random
+    import statistics
+
+    from bot.radar import _mean_of_thirds
+
+    rnd = random.Random(3)
+    for n in (1, 2, 3, 7, 199, 200, 1000):
+        for _ in range(30):
+            counts = [rnd.randrange(4) for _ in range(n)]
+            assert _mean_of_thirds(counts) == statistics.fmean(k / 3 for k in counts)
+
+
 def test_library_lints_clean_and_is_large_enough() -> None:
     scripts = library.load()
     assert library.lint(scripts) == []

@@ -89,6 +89,44 @@ def fields(template: str) -> list[str]:
     return [m.group(1) for m in _FIELD.finditer(template) if m.group(1) is not None]
 
 
+@dataclass(frozen=True)
+class Template:
+    """A variant parsed once: literal text and field names in order (see :func:`compiled`)."""
+
+    #: ``(literal, None)`` pieces and ``(token, name)`` fields (``token`` is ``{name}``).
+    pieces: tuple[tuple[str, str | None], ...]
+    fields: tuple[str, ...]
+
+    def render(self, values: Mapping[str, object]) -> str:
+        """:func:`render` of the template this was parsed from."""
+        return "".join(
+            text if name is None else (str(values[name]) if name in values else text)
+            for text, name in self.pieces
+        )
+
+
+@cache
+def compiled(template: str) -> Template:
+    """``template`` parsed into literal text and fields (cached: the library is small and fixed,
+    and a nightly pass renders tens of thousands of suggestions)."""
+    pieces: list[tuple[str, str | None]] = []
+    at = 0
+    for m in _FIELD.finditer(template):
+        if m.start() > at:
+            pieces.append((template[at : m.start()], None))
+        token = m.group(0)
+        if token == "{{":
+            pieces.append(("{", None))
+        elif token == "}}":
+            pieces.append(("}", None))
+        else:
+            pieces.append((token, m.group(1)))
+        at = m.end()
+    if at < len(template):
+        pieces.append((template[at:], None))
+    return Template(tuple(pieces), tuple(name for _, name in pieces if name is not None))
+
+
 def render(template: str, values: Mapping[str, object]) -> str:
     """Fill ``{name}`` fields from ``values`` in one pass; values are inserted literally.
 
