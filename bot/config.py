@@ -390,9 +390,11 @@ class ArchiveSettings:
     """The message-archive poller (SPEC §1 door 4); off unless ``enabled``."""
 
     enabled: bool = False
-    sdk_path: str = ""  # path to libWeWorkFinanceSdk_C.so
+    sdk_path: str = ""  # path to libWeWorkFinanceSdk_C.so ("": the one wecom-audit bundles)
     secret_env: str = "COHORTBOT_ARCHIVE_SECRET"
     private_key_env: str = "COHORTBOT_ARCHIVE_PRIVATE_KEY"  # PEM text (or a path to it)
+    proxy: str = ""  # socks5://host:port or http://host:port for GetChatData ("": none)
+    proxy_password_env: str = "COHORTBOT_ARCHIVE_PROXY_PASSWORD"  # user:password, if needed
     poll_seconds: int = 60
     batch: int = 1000
 
@@ -450,6 +452,8 @@ def _parse_archive(r: _Reader) -> ArchiveSettings:
         sdk_path=r.str_("sdk_path", d.sdk_path),
         secret_env=r.str_("secret_env", d.secret_env),
         private_key_env=r.str_("private_key_env", d.private_key_env),
+        proxy=r.str_("proxy", d.proxy),
+        proxy_password_env=r.str_("proxy_password_env", d.proxy_password_env),
         poll_seconds=r.int_("poll_seconds", d.poll_seconds, 1, 86400),
         batch=r.int_("batch", d.batch, 1, 1000),
     )

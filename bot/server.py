@@ -361,6 +361,8 @@ class Server:
                     self.settings.corp_id,
                     self.env.get(cfg.secret_env, ""),
                     self.env.get(cfg.private_key_env, ""),
+                    proxy=cfg.proxy,
+                    proxy_password=self.env.get(cfg.proxy_password_env, ""),
                 )
             except (ArchiveError, OSError, ValueError) as exc:
                 log.error("archive poller off: %s", exc)
