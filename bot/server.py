@@ -25,7 +25,7 @@ from typing import Any
 from aiohttp import web
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 
 from bot import metrics
 from bot.app import App
@@ -76,16 +76,24 @@ class InboxWriter:
     Each request's row is queued with a future; the thread takes everything queued (waiting up to
     ``delay_ms`` for more once it has one), writes it in one transaction, commits, and resolves
     the futures with "was it new". The event loop never waits on the disk, and concurrent
-    callbacks share one fsync. The thread uses its own session: :meth:`Database.unit_of_work`'s
-    asyncio lock belongs to the loop, and SQLite's busy timeout orders the two writers.
+    callbacks share one commit. The thread keeps one connection of its own:
+    :meth:`Database.unit_of_work`'s asyncio lock belongs to the loop, and SQLite's busy timeout
+    orders the two writers.
+
+    The thread shares the GIL with the loop, so both sides keep their per-request work small:
+    the loop hands over the rows of one loop iteration at once (one queue operation and one
+    wake-up of the thread, not one per request), and the thread writes them with one
+    multi-row INSERT (:func:`storage.inbox.store_arrivals`) and wakes each loop once per commit.
     """
 
     def __init__(self, db: Database, now: Callable[[], datetime], delay_ms: int = 1) -> None:
         self._db = db
         self._now = now
         self._delay = delay_ms / 1000
-        self._queue: queue.Queue[_Pending | None] = queue.Queue()
+        self._queue: queue.Queue[list[_Pending] | None] = queue.Queue()
         self._thread: threading.Thread | None = None
+        #: Rows of the current loop iteration, handed to the thread by :meth:`_hand_over`.
+        self._gathered: list[_Pending] = []
         self.commits = 0
 
     def start(self) -> None:
@@ -108,11 +116,17 @@ class InboxWriter:
             raise RuntimeError("inbox writer is not running")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[bool] = loop.create_future()
-        self._queue.put(_Pending(item, future, loop))
+        if not self._gathered:
+            loop.call_soon(self._hand_over)
+        self._gathered.append(_Pending(item, future, loop))
         return await future
 
-    def _take_batch(self, first: _Pending) -> tuple[list[_Pending], bool]:
-        batch, stopping = [first], False
+    def _hand_over(self) -> None:
+        gathered, self._gathered = self._gathered, []
+        self._queue.put(gathered)
+
+    def _take_batch(self, first: list[_Pending]) -> tuple[list[_Pending], bool]:
+        batch, stopping = list(first), False
         deadline_waited = False
         while True:
             try:
@@ -127,31 +141,41 @@ class InboxWriter:
                     return batch, stopping
             if nxt is None:
                 return batch, True
-            batch.append(nxt)
+            batch.extend(nxt)
 
     def _run(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            batch, stopping = self._take_batch(first)
-            outcome: list[tuple[_Pending, bool, BaseException | None]]
-            try:
-                with self._db.session() as session:
-                    new = set(inbox.store_new(session, [p.item for p in batch], self._now()))
-                    session.commit()
-                self.commits += 1
-                outcome = [(p, i in new, None) for i, p in enumerate(batch)]
-            except Exception as exc:
-                log.exception("inbox commit of %d events failed", len(batch))
-                outcome = [(p, False, exc) for p in batch]
-            # One wake-up of each loop per batch, not one per request.
-            loops = {id(p.loop): p.loop for p in batch}
-            for key, loop in loops.items():
-                mine = [(p.future, ok, exc) for p, ok, exc in outcome if id(p.loop) == key]
-                loop.call_soon_threadsafe(_resolve_all, mine)
-            if stopping:
-                return
+        conn: Connection | None = None
+        try:
+            while True:
+                first = self._queue.get()
+                if first is None:
+                    return
+                batch, stopping = self._take_batch(first)
+                outcome: list[tuple[_Pending, bool, BaseException | None]]
+                try:
+                    if conn is None:
+                        conn = self._db.engine.connect()
+                    with conn.begin():
+                        new = set(inbox.store_arrivals(conn, [p.item for p in batch], self._now()))
+                    self.commits += 1
+                    outcome = [(p, i in new, None) for i, p in enumerate(batch)]
+                except Exception as exc:
+                    log.exception("inbox commit of %d events failed", len(batch))
+                    outcome = [(p, False, exc) for p in batch]
+                    if conn is not None:  # start the next batch on a fresh connection
+                        with contextlib.suppress(Exception):
+                            conn.close()
+                        conn = None
+                # One wake-up of each loop per batch, not one per request.
+                loops = {id(p.loop): p.loop for p in batch}
+                for key, loop in loops.items():
+                    mine = [(p.future, ok, exc) for p, ok, exc in outcome if id(p.loop) == key]
+                    loop.call_soon_threadsafe(_resolve_all, mine)
+                if stopping:
+                    return
+        finally:
+            if conn is not None:
+                conn.close()
 
 
 def _resolve_all(
