@@ -376,6 +376,7 @@ class ServerSettings:
     inbox_batch: int = 200
     inbox_idle_ms: int = 20
     inbox_max_lag_ms: int = 2000
+    inbox_slice_ms: int = 5
     aibot: DoorSecrets = DoorSecrets(
         "/wecom/aibot", "COHORTBOT_AIBOT_TOKEN", "COHORTBOT_AIBOT_AES_KEY"
     )
@@ -437,6 +438,7 @@ def _parse_server(r: _Reader) -> ServerSettings:
         inbox_batch=r.int_("inbox_batch", d.inbox_batch, 1, 10000),
         inbox_idle_ms=r.int_("inbox_idle_ms", d.inbox_idle_ms, 0, 10000),
         inbox_max_lag_ms=r.int_("inbox_max_lag_ms", d.inbox_max_lag_ms, 0, 600000),
+        inbox_slice_ms=r.int_("inbox_slice_ms", d.inbox_slice_ms, 1, 10000),
         aibot=_parse_door(r.table("aibot"), d.aibot),
         robot=_parse_door(r.table("robot"), d.robot),
         app=_parse_door(r.table("app"), d.app),
