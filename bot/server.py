@@ -17,7 +17,6 @@ import os
 import queue
 import signal
 import threading
-import time
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -200,14 +199,19 @@ class InboxWorker:
     * While callbacks keep arriving the worker waits; it starts once none has arrived for
       ``idle_ms`` or the oldest waiting event is ``max_lag_ms`` old, whichever comes first
       (a burst is answered first and processed in the pause after it; the lag stays bounded).
-    * It works in slices of about ``slice_ms`` (one transaction each, at most ``batch`` events;
-      the size follows the measured time per event), so the event loop, which also serves
-      the callbacks, is never held for long, and on SQLite the inbox writer's commit never
-      waits long behind a processing transaction.
-    * While callbacks are arriving, after each slice it leaves the loop to them for at least
-      as long as the slice took: processing gets at most half the loop under load, all of it
-      when the load stops.
+    * It works in slices, one transaction each, sized from the measured time per event: about
+      ``slice_ms`` while callbacks are arriving; with none arriving the target doubles slice by
+      slice up to ten times that (so a burst that starts meanwhile waits for one short slice,
+      and a long catch-up runs in larger transactions); at least ``MIN_SLICE`` events, so a
+      transaction's fixed cost stays small beside the work, at most ``batch``. The event loop,
+      which also serves the callbacks, is never held for long, and on SQLite the inbox
+      writer's commit never waits long behind a processing transaction.
+    * While callbacks are arriving, after each slice it leaves the loop to them for as long as
+      the slice took: processing gets at most half the loop under load, all of it after.
     """
+
+    MIN_SLICE = 10
+    IDLE_SLICE_FACTOR = 10
 
     def __init__(
         self,
@@ -222,7 +226,8 @@ class InboxWorker:
         self._idle = idle_ms / 1000
         self._max_lag = max_lag_ms / 1000
         self._slice = slice_ms / 1000
-        self._per_event = 0.001  # seconds per event, measured as slices run
+        self.per_event = 0.001  #: seconds per event, measured as slices run
+        self._ramp = 1  # the slice target in units of slice_ms
         self._wake = asyncio.Event()
         self._wake.set()  # leftovers from before a restart
         self._lag_at = 0.0
@@ -238,11 +243,6 @@ class InboxWorker:
         self.touch()
         self._wake.set()
 
-    def _busy(self) -> bool:
-        """Callbacks are arriving (one came within ``idle_ms``, or within 5 ms when 0)."""
-        quiet = asyncio.get_running_loop().time() - self._last_arrival
-        return quiet < max(self._idle, 0.005)
-
     async def _wait_for_a_pause(self) -> None:
         loop = asyncio.get_running_loop()
         first = loop.time()
@@ -253,23 +253,30 @@ class InboxWorker:
                 return
             await asyncio.sleep(min(self._idle - quiet, self._max_lag - waited))
 
-    def _slice_size(self) -> int:
-        return max(1, min(self._batch, int(self._slice / self._per_event)))
+    def slice_size(self, busy: bool) -> int:
+        """Events for the next slice (and the target ramp: reset by callbacks, doubled without)."""
+        self._ramp = 1 if busy else min(self._ramp * 2, self.IDLE_SLICE_FACTOR)
+        wanted = int(self._slice * self._ramp / self.per_event)
+        return max(min(self.MIN_SLICE, self._batch), min(self._batch, wanted))
 
     async def drain(self) -> None:
         """Process everything pending, slice by slice, giving way to callbacks in between."""
+        loop = asyncio.get_running_loop()
         while True:
-            size = self._slice_size()
-            began = time.perf_counter()
+            # Arrivals are only seen while the loop is ours to give: judge from the slice start.
+            began = loop.time()
+            busy = began - self._last_arrival < max(self._idle, 0.005)
+            size = self.slice_size(busy)
             n = await self._bot.pipeline.process_pending(size)
-            spent = time.perf_counter() - began
+            spent = loop.time() - began
             self.processed += n
             if n:
-                self._per_event = 0.7 * self._per_event + 0.3 * (spent / n)
+                self.per_event = 0.7 * self.per_event + 0.3 * (spent / n)
             if n < size:
                 return
-            # Callbacks first: under load they get the loop for as long as the slice took.
-            await asyncio.sleep(spent if self._busy() else 0)
+            # Callbacks first: under load they get the loop for as long as the slice took; a
+            # short sleep otherwise (not sleep(0)) lets a new request's handler run and be seen.
+            await asyncio.sleep(spent if busy else 0.001)
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
