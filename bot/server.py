@@ -200,10 +200,11 @@ class InboxWorker:
       ``idle_ms`` or the oldest waiting event is ``max_lag_ms`` old, whichever comes first
       (a burst is answered first and processed in the pause after it; the lag stays bounded).
     * It works in slices, one transaction each, sized from the measured time per event: about
-      ``slice_ms`` while callbacks are arriving; with none arriving the target doubles slice by
-      slice up to ten times that (so a burst that starts meanwhile waits for one short slice,
-      and a long catch-up runs in larger transactions); at least ``MIN_SLICE`` events, so a
-      transaction's fixed cost stays small beside the work, at most ``batch``. The event loop,
+      ``slice_ms`` while callbacks are arriving; with none arriving, half the time since the
+      last one, up to ten times ``slice_ms`` (a burst that starts meanwhile waits for one short
+      slice after a short pause, and a long catch-up runs in larger transactions); at least
+      ``MIN_SLICE`` events, so a transaction's fixed cost stays small beside the work, at most
+      ``batch``. The event loop,
       which also serves the callbacks, is never held for long, and on SQLite the inbox
       writer's commit never waits long behind a processing transaction.
     * While callbacks are arriving, after each slice it leaves the loop to them for as long as
@@ -227,7 +228,6 @@ class InboxWorker:
         self._max_lag = max_lag_ms / 1000
         self._slice = slice_ms / 1000
         self.per_event = 0.001  #: seconds per event, measured as slices run
-        self._ramp = 1  # the slice target in units of slice_ms
         self._wake = asyncio.Event()
         self._wake.set()  # leftovers from before a restart
         self._lag_at = 0.0
@@ -253,10 +253,17 @@ class InboxWorker:
                 return
             await asyncio.sleep(min(self._idle - quiet, self._max_lag - waited))
 
-    def slice_size(self, busy: bool) -> int:
-        """Events for the next slice (and the target ramp: reset by callbacks, doubled without)."""
-        self._ramp = 1 if busy else min(self._ramp * 2, self.IDLE_SLICE_FACTOR)
-        wanted = int(self._slice * self._ramp / self.per_event)
+    def busy(self, quiet: float) -> bool:
+        """Callbacks are arriving: the last came ``quiet`` seconds ago, within ``idle_ms``."""
+        return quiet < max(self._idle, 0.005)
+
+    def slice_size(self, quiet: float) -> int:
+        """Events for the next slice, ``quiet`` seconds after the last callback arrived."""
+        if self.busy(quiet):
+            target = self._slice
+        else:
+            target = min(max(self._slice, quiet / 2), self._slice * self.IDLE_SLICE_FACTOR)
+        wanted = int(target / self.per_event)
         return max(min(self.MIN_SLICE, self._batch), min(self._batch, wanted))
 
     async def drain(self) -> None:
@@ -265,8 +272,8 @@ class InboxWorker:
         while True:
             # Arrivals are only seen while the loop is ours to give: judge from the slice start.
             began = loop.time()
-            busy = began - self._last_arrival < max(self._idle, 0.005)
-            size = self.slice_size(busy)
+            quiet = began - self._last_arrival
+            size = self.slice_size(quiet)
             n = await self._bot.pipeline.process_pending(size)
             spent = loop.time() - began
             self.processed += n
@@ -276,7 +283,7 @@ class InboxWorker:
                 return
             # Callbacks first: under load they get the loop for as long as the slice took; a
             # short sleep otherwise (not sleep(0)) lets a new request's handler run and be seen.
-            await asyncio.sleep(spent if busy else 0.001)
+            await asyncio.sleep(spent if self.busy(quiet) else 0.001)
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()

@@ -61,11 +61,10 @@ async def test_drain_processes_everything_in_bounded_slices(app: App) -> None:
 def test_slices_are_short_while_callbacks_arrive_and_grow_without(app: App) -> None:
     worker = InboxWorker(app, batch=500, idle_ms=20, max_lag_ms=1000, slice_ms=5)
     worker.per_event = 0.0001  # 50 events make 5 ms
-    assert worker.slice_size(busy=True) == 50
-    # Nobody waiting: the target doubles slice by slice, up to ten times slice_ms.
-    assert [worker.slice_size(busy=False) for _ in range(5)] == [100, 200, 400, 500, 500]
-    assert worker.slice_size(busy=True) == 50  # a callback arrived: short again
+    assert worker.slice_size(quiet=0.001) == 50  # a callback 1 ms ago: 5 ms slices
+    # Nobody waiting: half the quiet time, up to ten times slice_ms.
+    assert [worker.slice_size(quiet=q) for q in (0.02, 0.04, 0.08, 0.2)] == [100, 200, 400, 500]
     worker.per_event = 0.01  # slow events: never fewer than MIN_SLICE a transaction
-    assert worker.slice_size(busy=True) == InboxWorker.MIN_SLICE
+    assert worker.slice_size(quiet=0.001) == InboxWorker.MIN_SLICE
     small = InboxWorker(app, batch=4, slice_ms=5)
-    assert small.slice_size(busy=True) == 4  # and never more than batch
+    assert small.slice_size(quiet=0.0) == 4  # and never more than batch
