@@ -6,7 +6,9 @@ from __future__ import annotations
 from sqlalchemy import func, select
 
 from bot.app import App
+from bot.doors.wire import store_form
 from bot.server import InboxWorker
+from bot.simulate import robot_xml
 from storage import inbox
 from storage.inbox import Incoming, RawEvent
 from storage.messages import Message
@@ -68,3 +70,35 @@ def test_slices_are_short_while_callbacks_arrive_and_grow_without(app: App) -> N
     assert worker.slice_size(quiet=0.001) == InboxWorker.MIN_SLICE
     small = InboxWorker(app, batch=4, slice_ms=5)
     assert small.slice_size(quiet=0.0) == 4  # and never more than batch
+
+
+async def test_a_stored_payload_the_parser_refuses_is_marked_with_its_reason(app: App) -> None:
+    """The route admits a payload without building its update; should the worker's full parse
+    refuse a stored payload anyway, the row is marked processed with the reason (it would fail
+    the same way on every retry) and the rows around it are processed."""
+    received = app.clock.now()
+    good = [
+        Incoming(
+            "robot",
+            "robot",
+            f"m{i}",
+            store_form(robot_xml(GROUP_A, "wmU1", "学习", f"m{i}"), received),
+        )
+        for i in range(3)
+    ]
+    bad = [
+        Incoming(
+            "robot", "robot", "bad1", store_form("<xml><MsgType>text</MsgType></xml>", received)
+        ),
+        Incoming("robot", "robot", "bad2", "not an envelope"),
+    ]
+    with app.db.unit_of_work_sync() as uow:
+        inbox.store_new(uow.writer, [good[0], *bad, *good[1:]], app.clock.now())
+    worker = InboxWorker(app, batch=40)
+    await worker.drain()
+    assert counts(app) == (0, 3)
+    with app.db.session() as s:
+        errors = {k: e for k, e in s.execute(select(RawEvent.event_key, RawEvent.error))}
+    assert errors["bad1"] is not None and "DoorFormatError" in errors["bad1"]
+    assert errors["bad2"] is not None and "DoorFormatError" in errors["bad2"]
+    assert [errors[f"m{i}"] for i in range(3)] == [None, None, None]
