@@ -24,7 +24,7 @@ Processing in a separate process instead of in the server's event loop was tried
 polling the inbox, the server's worker off) and not chosen: on this 2-core machine, where the
 load generator takes a core, it gave about the same requests/s as in-loop slices and a worse
 p99 (CPU contention between three processes, and on SQLite the writer's commits waiting behind
-the child's transactions), and it loses the parsed-update hand-over. Usage::
+the child's transactions). Usage::
 
     .venv/bin/python bench/callback_ingest.py [--requests 3000] [--concurrency 32]
         [--postgres postgresql://postgres@127.0.0.1:5432/test] [--skip-peer]
