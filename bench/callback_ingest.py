@@ -1,16 +1,33 @@
 """Callback ingest benchmark (SPEC §17): the same encrypted, signed callbacks sent over loopback
 at concurrency 32 to
 
-  (a) ``cohortbot run`` on a SQLite file: the whole pipeline, with the raw event committed
-      before every 200 (group commit) and processing by the inbox worker after the answer;
+  (a) ``cohortbot run`` on a SQLite file (and on PostgreSQL with ``--postgres URL``): the whole
+      pipeline, with the raw event committed before every 200 (group commit) and the handlers
+      processing the inbox meanwhile (never switched off);
   (b) a bare aiohttp server that only verifies and decrypts them (the ceiling);
   (c) the ``wecom-bot-svr`` package (Flask) serving them (a peer), installed into a throwaway
       venv by this script; robot callbacks only, the one format it speaks.
 
 Every server runs in its own process; this process is the load generator. Prints requests/s,
-p50 and p99 for each, and the ratios, from one run. Usage::
+p50 and p99 for each, and the ratios, from one run; for (a) and (b) also the server's CPU time
+per callback (all its processes and threads: steadier than requests/s on a busy machine). For
+(a) it checks that every message ends up counted, and prints how many were processed by the time
+of the last 200 and how long after it processing caught up.
+
+Processing is never switched off: with the default inbox settings it starts in a pause of
+``--inbox-idle-ms`` or once the oldest stored event is ``--inbox-max-lag-ms`` old, so a run
+shorter than that lag is answered first and processed after its last 200 (the "processed by
+the last 200" figure says how much ran inside the window); ``--inbox-max-lag-ms 100`` makes
+processing run under the load.
+
+Processing in a separate process instead of in the server's event loop was tried (a child
+polling the inbox, the server's worker off) and not chosen: on this 2-core machine, where the
+load generator takes a core, it gave about the same requests/s as in-loop slices and a worse
+p99 (CPU contention between three processes, and on SQLite the writer's commits waiting behind
+the child's transactions). Usage::
 
     .venv/bin/python bench/callback_ingest.py [--requests 3000] [--concurrency 32]
+        [--postgres postgresql://postgres@127.0.0.1:5432/test] [--skip-peer]
 """
 
 from __future__ import annotations
@@ -19,7 +36,6 @@ import argparse
 import asyncio
 import os
 import socket
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -33,8 +49,11 @@ import aiohttp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from sqlalchemy import create_engine, text  # noqa: E402
+
 from bot.doors.crypto import DoorCrypto, signed_request  # noqa: E402
 from bot.simulate import aibot_json, robot_xml  # noqa: E402
+from storage.db import normalize_url  # noqa: E402
 
 TOKEN = "benchTOKEN"
 AES_KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
@@ -101,7 +120,7 @@ server.run()
 
 CONFIG = """
 [database]
-url = "sqlite:///{db}"
+url = "{db}"
 
 [server]
 host = "127.0.0.1"
@@ -128,6 +147,7 @@ class Result:
     seconds: float
     latencies: list[float]
     failures: int
+    cpu_seconds: float = float("nan")
 
     @property
     def rps(self) -> float:
@@ -141,6 +161,11 @@ class Result:
         return (
             f"{self.name:<34} {self.rps:9.0f} req/s   p50 {self.pct(0.5):7.2f} ms   "
             f"p99 {self.pct(0.99):7.2f} ms   non-200: {self.failures}"
+            + (
+                ""
+                if self.cpu_seconds != self.cpu_seconds
+                else f"   server CPU {self.cpu_seconds / self.requests * 1e6:4.0f} µs/callback"
+            )
         )
 
 
@@ -215,6 +240,23 @@ async def wait_ready(url: str, limit_s: float = 30) -> float:
     raise TimeoutError(f"{url} never answered")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid`` and its descendants (all threads), in seconds."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+            for task in Path(f"/proc/{current}/task").iterdir():
+                children = (task / "children").read_text().split()
+                todo.extend(int(c) for c in children)
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
+
+
 def measure(
     name: str,
     base: str,
@@ -222,10 +264,13 @@ def measure(
     warmup: list[tuple[dict[str, str], bytes]],
     requests: list[tuple[dict[str, str], bytes]],
     concurrency: int,
+    pid: int | None = None,
 ) -> Result:
     asyncio.run(load(base + path, warmup, concurrency))
+    cpu = cpu_seconds(pid) if pid else float("nan")
     seconds, latencies, failures = asyncio.run(load(base + path, requests, concurrency))
-    return Result(name, len(requests), seconds, latencies, failures)
+    cpu = cpu_seconds(pid) - cpu if pid else float("nan")
+    return Result(name, len(requests), seconds, latencies, failures, cpu)
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -237,18 +282,31 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-def drained(db: Path) -> float:
-    """Seconds until the inbox worker has processed everything stored."""
-    began = time.perf_counter()
-    while time.perf_counter() - began < 120:
-        with sqlite3.connect(db) as conn:
-            pending = conn.execute(
-                "SELECT count(*) FROM raw_event WHERE processed_at IS NULL"
-            ).fetchone()[0]
-        if not pending:
-            break
-        time.sleep(0.02)
-    return time.perf_counter() - began
+class Inbox:
+    """Reads the bot's database: what is processed, what is counted."""
+
+    def __init__(self, url: str) -> None:
+        self.engine = create_engine(normalize_url(url))
+
+    def scalar(self, sql: str) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(text(sql)).scalar_one())
+
+    def processed(self) -> int:
+        return self.scalar("SELECT count(*) FROM raw_event WHERE processed_at IS NOT NULL")
+
+    def pending(self) -> int:
+        return self.scalar("SELECT count(*) FROM raw_event WHERE processed_at IS NULL")
+
+    def counted(self) -> int:
+        return self.scalar("SELECT count(*) FROM message")
+
+    def drained(self) -> float:
+        """Seconds until the inbox worker has processed everything stored."""
+        began = time.perf_counter()
+        while time.perf_counter() - began < 120 and self.pending():
+            time.sleep(0.01)
+        return time.perf_counter() - began
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -278,67 +336,165 @@ def peer_python(tmp: Path) -> Path | None:
     return venv / "bin" / "python"
 
 
+@dataclass
+class BotRun:
+    """Figures of one ``cohortbot run`` (a) beyond requests/s and latency."""
+
+    label: str
+    ready: float
+    rss: float
+    drains: list[float]
+    processed_by_last_200: list[int]
+    counted: int
+    expected: int
+    pending: int
+
+    def line(self) -> str:
+        during = " / ".join(
+            f"{done} of {n}" for done, n in zip(self.processed_by_last_200, self.sizes, strict=True)
+        )
+        return (
+            f"(a) {self.label}: start-up to ready {self.ready:.2f} s (first run, migrations "
+            f"included); peak RSS {self.rss:.0f} MB; processed by the last 200: {during}; "
+            f"caught up {self.drains[0]:.2f} s / {self.drains[1]:.2f} s after the last 200; "
+            f"{self.counted} of {self.expected} messages counted, {self.pending} pending"
+        )
+
+    sizes: tuple[int, int] = (0, 0)
+
+
+def pg_schema(base: str) -> tuple[str, Inbox]:
+    """A fresh schema on the PostgreSQL server at ``base``: the bot's URL and an admin reader."""
+    schema = f"bench_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(normalize_url(base))
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    admin.dispose()
+    sep = "&" if "?" in base else "?"
+    return f"{base}{sep}options=-csearch_path%3D{schema}", Inbox(base)
+
+
+def drop_schema(base: str, url: str) -> None:
+    schema = url.rsplit("%3D", 1)[1]
+    admin = create_engine(normalize_url(base))
+    with admin.begin() as conn:
+        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    admin.dispose()
+
+
+def run_bot(
+    label: str,
+    db_url: str,
+    tmp: Path,
+    args: argparse.Namespace,
+    sets: dict[str, list[tuple[dict[str, str], bytes]]],
+    results: dict[str, Result],
+    key: str,
+) -> BotRun:
+    """(a): ``cohortbot run`` on ``db_url``, robot then AI-bot callbacks."""
+    port = free_port()
+    config = tmp / f"config-{key}.toml"
+    config.write_text(
+        CONFIG.format(
+            db=db_url,
+            port=port,
+            group=GROUP,
+            idle=args.inbox_idle_ms,
+            lag=args.inbox_max_lag_ms,
+            batch=args.inbox_batch,
+        )
+    )
+    inbox = Inbox(db_url)
+    began = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bot.cli", "--config", str(config), "run"],
+        cwd=ROOT,
+        env={**os.environ, **ENV},
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        asyncio.run(wait_ready(f"http://127.0.0.1:{port}/readyz"))
+        ready = time.perf_counter() - began
+        base = f"http://127.0.0.1:{port}"
+        drains, during = [], []
+        c = args.concurrency
+        for door, path, name in (
+            ("robot", "/wecom/robot", "robot"),
+            ("aibot", "/wecom/aibot", "AI bot"),
+        ):
+            # Warm up, and let the warm-up's processing finish: the measured window holds the
+            # measured callbacks and their own processing only.
+            asyncio.run(load(base + path, sets[f"warm_{door}"], c))
+            inbox.drained()
+            before = inbox.processed()
+            results[f"{key}_{door}"] = measure(
+                f"(a) cohortbot run, {name}", base, path, [], sets[door], c, proc.pid
+            )
+            during.append(inbox.processed() - before)
+            drains.append(inbox.drained())
+        n = len(sets["robot"])
+        expected = 2 * (n + len(sets["warm_robot"]))
+        run = BotRun(
+            label,
+            ready,
+            peak_rss_mb(proc.pid),
+            drains,
+            during,
+            inbox.counted(),
+            expected,
+            inbox.pending(),
+            (n, len(sets["aibot"])),
+        )
+    finally:
+        stop(proc)
+        inbox.engine.dispose()
+    return run
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--skip-peer", action="store_true")
+    parser.add_argument(
+        "--postgres", metavar="URL", help="also run (a) on this PostgreSQL (a fresh schema)"
+    )
     parser.add_argument("--inbox-idle-ms", type=int, default=20)
     parser.add_argument("--inbox-max-lag-ms", type=int, default=2000)
     parser.add_argument("--inbox-batch", type=int, default=200)
     args = parser.parse_args()
     n, c = args.requests, args.concurrency
-    print(f"{n} callbacks per run, concurrency {c}, {os.cpu_count()} CPUs, loopback\n")
-    robot_set, aibot_set = build("robot", n, "r"), build("aibot", n, "a")
-    warm_r, warm_a = build("robot", 300, "wr"), build("aibot", 300, "wa")
+    print(f"{n} callbacks per run, concurrency {c}, {os.cpu_count()} CPUs, loopback")
+    print(f"load average before: {Path('/proc/loadavg').read_text().strip()}\n")
+    sets = {
+        "robot": build("robot", n, "r"),
+        "aibot": build("aibot", n, "a"),
+        "warm_robot": build("robot", 300, "wr"),
+        "warm_aibot": build("aibot", 300, "wa"),
+    }
+    warm_r, warm_a = sets["warm_robot"], sets["warm_aibot"]
     results: dict[str, Result] = {}
+    runs: list[BotRun] = []
 
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        env = {**os.environ, **ENV}
 
-        # (a) cohortbot run, SQLite file
-        port = free_port()
-        db = tmp / "bench.db"
-        config = tmp / "config.toml"
-        config.write_text(
-            CONFIG.format(
-                db=db,
-                port=port,
-                group=GROUP,
-                idle=args.inbox_idle_ms,
-                lag=args.inbox_max_lag_ms,
-                batch=args.inbox_batch,
-            )
-        )
-        began = time.perf_counter()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "bot.cli", "--config", str(config), "run"],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-        )
-        try:
-            asyncio.run(wait_ready(f"http://127.0.0.1:{port}/readyz"))
-            ready = time.perf_counter() - began
-            base = f"http://127.0.0.1:{port}"
-            results["a_robot"] = measure(
-                "(a) cohortbot run, robot", base, "/wecom/robot", warm_r, robot_set, c
-            )
-            drains = [drained(db)]  # each run starts with an empty inbox
-            results["a_aibot"] = measure(
-                "(a) cohortbot run, AI bot", base, "/wecom/aibot", warm_a, aibot_set, c
-            )
-            drains.append(drained(db))
-            expected = 2 * (n + 300)
-            with sqlite3.connect(db) as conn:
-                pending = conn.execute(
-                    "SELECT count(*) FROM raw_event WHERE processed_at IS NULL"
-                ).fetchone()[0]
-                counted = conn.execute("SELECT count(*) FROM message").fetchone()[0]
-            rss = peak_rss_mb(proc.pid)
-        finally:
-            stop(proc)
+        # (a) cohortbot run: SQLite file, then PostgreSQL when asked. Warm-up first, measured
+        # after its processing is done (the warm-up sets run through the same server).
+        for label, key in (("SQLite", "a"), ("PostgreSQL", "p")):
+            if key == "p" and not args.postgres:
+                continue
+            if key == "a":
+                url, cleanup = f"sqlite:///{tmp / 'bench.db'}", None
+            else:
+                url, admin = pg_schema(args.postgres)
+                admin.engine.dispose()
+                cleanup = url
+            try:
+                runs.append(run_bot(label, url, tmp, args, sets, results, key))
+            finally:
+                if cleanup is not None:
+                    drop_schema(args.postgres, cleanup)
 
         # (b) bare aiohttp: verify + decrypt only
         port = free_port()
@@ -349,10 +505,10 @@ def main() -> int:
             base = f"http://127.0.0.1:{port}"
             asyncio.run(wait_ready(base + "/"))
             results["b_robot"] = measure(
-                "(b) bare aiohttp, robot", base, "/wecom/robot", warm_r, robot_set, c
+                "(b) bare aiohttp, robot", base, "/wecom/robot", warm_r, sets["robot"], c, proc.pid
             )
             results["b_aibot"] = measure(
-                "(b) bare aiohttp, AI bot", base, "/wecom/aibot", warm_a, aibot_set, c
+                "(b) bare aiohttp, AI bot", base, "/wecom/aibot", warm_a, sets["aibot"], c, proc.pid
             )
         finally:
             stop(proc)
@@ -370,30 +526,41 @@ def main() -> int:
                 base = f"http://127.0.0.1:{port}"
                 asyncio.run(wait_ready(base + "/"))
                 results["c_robot"] = measure(
-                    "(c) wecom-bot-svr (Flask), robot", base, "/wecom/robot", warm_r, robot_set, c
+                    "(c) wecom-bot-svr (Flask), robot",
+                    base,
+                    "/wecom/robot",
+                    warm_r,
+                    sets["robot"],
+                    c,
                 )
             except TimeoutError as exc:
                 print(f"(c) wecom-bot-svr did not serve: {exc}")
             finally:
                 stop(proc)
 
-    for result in results.values():
-        print(result.line())
+    for name, result in results.items():
+        line = result.line()
+        print(line.replace("(a) cohortbot run", "(a) PostgreSQL run") if name[0] == "p" else line)
     print()
-    a, b = results["a_robot"], results["b_robot"]
-    print(f"robot:  (a)/(b) = {a.rps / b.rps:.0%} of the ceiling", end="")
-    if "c_robot" in results:
-        print(f";  (a)/(c) = {a.rps / results['c_robot'].rps:.1f}x the peer")
-    else:
-        print(";  peer not measured")
-    a2, b2 = results["a_aibot"], results["b_aibot"]
-    print(f"AI bot: (a)/(b) = {a2.rps / b2.rps:.0%} of the ceiling")
-    print(
-        f"\n(a) start-up to ready {ready:.2f} s (first run, migrations included); peak RSS "
-        f"{rss:.0f} MB; inbox drained {drains[0]:.2f} s / {drains[1]:.2f} s after the last answer; "
-        f"{counted} of {expected} messages counted, {pending} pending"
-    )
-    return 0
+    for key, label in (("a", "SQLite"), ("p", "PostgreSQL")):
+        if f"{key}_robot" not in results:
+            continue
+        a, b = results[f"{key}_robot"], results["b_robot"]
+        print(f"{label:<10} robot:  (a)/(b) = {a.rps / b.rps:.0%} of the ceiling", end="")
+        if "c_robot" in results:
+            print(f";  (a)/(c) = {a.rps / results['c_robot'].rps:.1f}x the peer")
+        else:
+            print(";  peer not measured")
+        a2, b2 = results[f"{key}_aibot"], results["b_aibot"]
+        print(f"{label:<10} AI bot: (a)/(b) = {a2.rps / b2.rps:.0%} of the ceiling")
+    print()
+    for run in runs:
+        print(run.line())
+    print(f"\nload average after: {Path('/proc/loadavg').read_text().strip()}")
+    failed = [r for r in runs if r.counted != r.expected or r.pending]
+    for run in failed:
+        print(f"FAILED: (a) {run.label}: not all {run.expected} messages counted")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -55,7 +55,13 @@ class Counter(_Metric):
     def inc(self, amount: float = 1.0, **labels: str) -> None:
         if amount < 0:
             raise ValueError("a counter only goes up")
-        key = self._key(labels)
+        self.inc_values(self._key(labels), amount)
+
+    def inc_values(self, key: LabelValues, amount: float = 1.0) -> None:
+        """:meth:`inc` with the label values given in order (for a hot path that counts the same
+        label set again and again)."""
+        if len(key) != len(self.labels):
+            raise ValueError(f"{self.name} takes labels {self.labels}, got {key}")
         with self._lock:
             self._values[key] = self._values.get(key, 0.0) + amount
 

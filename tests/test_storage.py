@@ -56,6 +56,33 @@ def test_inbox_stores_each_key_once(app: App) -> None:
         assert [r.event_key for r in inbox.pending(uow.session, 10)] == ["k1", "k2", "k1"]
 
 
+def test_inbox_arrivals_store_what_store_new_stores(app: App) -> None:
+    """The callback writer's bulk path: same de-duplication, same rows, chunked inserts."""
+    items = [
+        Incoming("robot", "robot", "k1", '{"body":"一"}'),
+        Incoming("robot", "robot", "k2", "{}"),
+        Incoming("robot", "robot", "k1", "{}"),
+        Incoming("app", "app", "k1", "{}"),
+    ] + [Incoming("aibot", "aibot", f"n{i}", "{}") for i in range(1200)]
+    now = app.clock.now()
+    with app.db.engine.connect() as conn:
+        with conn.begin():
+            assert inbox.store_arrivals(conn, items, now) == [0, 1, 3, *range(4, 1204)]
+        with conn.begin():
+            assert inbox.store_arrivals(conn, items, now) == []
+    with app.db.unit_of_work_sync() as uow:
+        first = inbox.pending(uow.session, 3)
+        assert [(r.door, r.namespace, r.event_key, r.payload) for r in first] == [
+            ("robot", "robot", "k1", '{"body":"一"}'),
+            ("robot", "robot", "k2", "{}"),
+            ("app", "app", "k1", "{}"),
+        ]
+        assert first[0].received_at == now
+        assert first[0].processed_at is None and first[0].error is None
+        assert inbox.oldest_pending_at(uow.session) == now
+        assert len(inbox.pending(uow.session, 2000)) == 1203
+
+
 def test_counter_deltas_accumulate_across_flushes(app: App) -> None:
     key = (GROUP_A, "wmU1", date(2026, 11, 3))
     at = local(2026, 11, 3, 9)

@@ -59,6 +59,7 @@ class ServerSettings:
     inbox_batch: int = 200
     inbox_idle_ms: int = 20
     inbox_max_lag_ms: int = 2000
+    inbox_slice_ms: int = 5
     aibot: DoorSecrets = DoorSecrets(
         "/wecom/aibot", "COHORTBOT_AIBOT_TOKEN", "COHORTBOT_AIBOT_AES_KEY"
     )
@@ -73,9 +74,11 @@ class ArchiveSettings:
     """The message-archive poller (SPEC §1 door 4); off unless ``enabled``."""
 
     enabled: bool = False
-    sdk_path: str = ""  # path to libWeWorkFinanceSdk_C.so
+    sdk_path: str = ""  # path to libWeWorkFinanceSdk_C.so ("": the one wecom-audit bundles)
     secret_env: str = "COHORTBOT_ARCHIVE_SECRET"
     private_key_env: str = "COHORTBOT_ARCHIVE_PRIVATE_KEY"  # PEM text (or a path to it)
+    proxy: str = ""  # socks5://host:port or http://host:port for GetChatData ("": none)
+    proxy_password_env: str = "COHORTBOT_ARCHIVE_PROXY_PASSWORD"  # user:password, if needed
     poll_seconds: int = 60
     batch: int = 1000
 
@@ -118,6 +121,7 @@ def parse_server(r: Reader) -> ServerSettings:
         inbox_batch=r.int_("inbox_batch", d.inbox_batch, 1, 10000),
         inbox_idle_ms=r.int_("inbox_idle_ms", d.inbox_idle_ms, 0, 10000),
         inbox_max_lag_ms=r.int_("inbox_max_lag_ms", d.inbox_max_lag_ms, 0, 600000),
+        inbox_slice_ms=r.int_("inbox_slice_ms", d.inbox_slice_ms, 1, 10000),
         aibot=parse_door(r.table("aibot"), d.aibot),
         robot=parse_door(r.table("robot"), d.robot),
         app=parse_door(r.table("app"), d.app),
@@ -133,6 +137,8 @@ def parse_archive(r: Reader) -> ArchiveSettings:
         sdk_path=r.str_("sdk_path", d.sdk_path),
         secret_env=r.str_("secret_env", d.secret_env),
         private_key_env=r.str_("private_key_env", d.private_key_env),
+        proxy=r.str_("proxy", d.proxy),
+        proxy_password_env=r.str_("proxy_password_env", d.proxy_password_env),
         poll_seconds=r.int_("poll_seconds", d.poll_seconds, 1, 86400),
         batch=r.int_("batch", d.batch, 1, 1000),
     )

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from bot.doors.wire import (
+    Admitted,
     DoorFormatError,
     load_form,
     stable_key,
@@ -79,13 +80,37 @@ def parse_body(body: Any, received_at: datetime, door: Door = Door.AIBOT) -> Upd
     )
 
 
-def parse_plain(plaintext: str, received_at: datetime, door: Door = Door.AIBOT) -> Update | None:
-    """One decrypted AI-bot callback (JSON text) to an update; raises :class:`DoorFormatError`."""
+def _load(plaintext: str) -> Any:
     try:
-        body = json.loads(plaintext)
+        return json.loads(plaintext)
     except ValueError:
         raise DoorFormatError("AI-bot payload is not JSON") from None
-    return parse_body(body, received_at, door)
+
+
+def admit(plaintext: str, received_at: datetime) -> Admitted:
+    """The route's check of a decrypted AI-bot callback: it refuses (:class:`DoorFormatError`)
+    exactly what :func:`parse_plain` refuses, and returns the inbox key, without building the
+    update (the inbox worker does, from the stored payload). Events, which are rare, get the
+    full parse for their stable key."""
+    body = _load(plaintext)
+    if not isinstance(body, dict):
+        raise DoorFormatError("AI-bot payload is not a JSON object")
+    msgtype = text_field(body, "msgtype")
+    if msgtype == "event":
+        update = parse_body(body, received_at)
+        assert update is not None
+        return Admitted(update.message_id, update.event_data["name"])
+    if not msgtype or not text_field(body, "from", "userid"):
+        raise DoorFormatError("AI-bot payload without msgtype or from.userid")
+    msgid = text_field(body, "msgid")
+    if not msgid:
+        raise DoorFormatError("AI-bot message without msgid")
+    return Admitted(msgid)
+
+
+def parse_plain(plaintext: str, received_at: datetime, door: Door = Door.AIBOT) -> Update | None:
+    """One decrypted AI-bot callback (JSON text) to an update; raises :class:`DoorFormatError`."""
+    return parse_body(_load(plaintext), received_at, door)
 
 
 def parse_payload(payload: str) -> Update | None:

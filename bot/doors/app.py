@@ -12,7 +12,14 @@ from datetime import datetime
 from typing import Any
 
 from bot.doors.crypto import CallbackRejectedError, parse_xml
-from bot.doors.wire import DoorFormatError, epoch_seconds, load_form, stable_key, text_field
+from bot.doors.wire import (
+    Admitted,
+    DoorFormatError,
+    epoch_seconds,
+    load_form,
+    stable_key,
+    text_field,
+)
 from bot.updates import Door, Event, Update, UpdateKind, sender_kind_of
 
 MSGAUDIT_NOTIFY = "msgaudit_notify"
@@ -91,6 +98,15 @@ def parse_plain(plaintext: str, received_at: datetime) -> Update | None:
     return Update(
         kind=UpdateKind.MESSAGE, message_id=msgid, text=text, mentioned_bot=True, **common
     )
+
+
+def admit(plaintext: str, received_at: datetime) -> Admitted:
+    """The route's check of a decrypted app callback. App callbacks are few (teachers' commands,
+    group changes), so this is the full parse; the worker parses the stored payload again."""
+    update = parse_plain(plaintext, received_at)
+    assert update is not None
+    event = str(update.event_data.get("name", "")) if update.kind is UpdateKind.EVENT else ""
+    return Admitted(update.message_id, event)
 
 
 def parse_payload(payload: str) -> Update | None:

@@ -7,9 +7,11 @@ that the inbox then drops: nothing is lost, nothing counts twice. It pulls when 
 brings ``msgaudit_notify`` (:meth:`ArchivePoller.wake`) and every ``poll_seconds`` otherwise.
 
 :class:`NativeArchiveSource` is the real source, a ctypes binding to WeCom's native SDK
-(``libWeWorkFinanceSdk_C.so``, Linux x86-64 only, not redistributable, so not shipped here). It is
-typed and written against the SDK's C header but **untested**: the library is not available on
-the build machine. The tests use a fake source serving archive JSON.
+(``libWeWorkFinanceSdk_C.so``, Linux x86-64 only). The library comes from WeCom (path/91774) via
+``archive.sdk_path``, or from the ``wecom-audit`` wheel, which bundles it (the optional extra
+``cohortbot[archive-sdk]``). ``tests/test_archive_sdk.py`` runs the binding against the real
+library as far as possible without WeCom's servers (error codes of Init, GetChatData through an
+unreachable proxy, DecryptData); the poller's other tests use a fake source serving archive JSON.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import asyncio
 import base64
 import contextlib
 import ctypes
+import importlib.util
 import json
 import logging
 from collections.abc import Mapping, Sequence
@@ -119,6 +122,10 @@ def _seq(item: Mapping[str, Any]) -> int:
 # --------------------------------------------------------------------------- the native SDK
 
 
+#: Shorter ``encrypt_chat_msg`` values crash ``DecryptData`` (see :meth:`decrypt_item`).
+_MIN_ENCRYPTED_MSG = 13
+
+
 class _Slice(ctypes.Structure):
     _fields_ = [("buf", ctypes.c_char_p), ("len", ctypes.c_int)]
 
@@ -129,7 +136,13 @@ class NativeArchiveSource:
     ``GetChatData`` returns encrypted items; each item's ``encrypt_random_key`` is RSA-decrypted
     (PKCS#1 v1.5) with the private key matching ``publickey_ver``, and ``DecryptData`` turns
     ``encrypt_chat_msg`` into the archive JSON. SDK calls block, so they run in a thread.
-    UNTESTED: written against the SDK header; the library is not available here.
+    ``proxy`` (``socks5://host:port`` or ``http://host:port``) and ``proxy_password``
+    (``user:password``) are passed to ``GetChatData``: WeCom only answers whitelisted IPs.
+
+    SDK error codes (from its header): 10000 bad parameters, 10001 network error, 10002 data
+    parse error, 10003 system error, 10004 key decryption failed, 10005 bad fileid, 10006
+    decryption failed, 10007 no private key for the message's key version, 10008 bad
+    encrypt_key, 10009 IP not allowed, 10010 data expired, 10011 certificate error.
     """
 
     def __init__(
@@ -139,6 +152,8 @@ class NativeArchiveSource:
         secret: str,
         private_keys: Mapping[int, bytes],
         timeout_s: int = 10,
+        proxy: str = "",
+        proxy_password: str = "",
     ) -> None:
         from cryptography.hazmat.primitives import serialization
 
@@ -149,19 +164,26 @@ class NativeArchiveSource:
             for ver, pem in private_keys.items()
         }
         self._timeout = timeout_s
-        self._sdk = self._lib.NewSdk()
+        self._proxy = proxy.encode() or None
+        self._proxy_password = proxy_password.encode() or None
+        self._sdk: int | None = self._lib.NewSdk()
+        if not self._sdk:
+            raise ArchiveError("NewSdk returned NULL")
         code = self._lib.Init(self._sdk, corp_id.encode(), secret.encode())
         if code != 0:
-            self._lib.DestroySdk(self._sdk)
+            self.close()
             raise ArchiveError(f"Init failed with code {code}")
 
     def _declare(self) -> None:
         lib = self._lib
+        lib.NewSdk.argtypes = []
         lib.NewSdk.restype = ctypes.c_void_p
         lib.Init.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_char_p]
         lib.Init.restype = ctypes.c_int
+        lib.NewSlice.argtypes = []
         lib.NewSlice.restype = ctypes.POINTER(_Slice)
         lib.FreeSlice.argtypes = [ctypes.POINTER(_Slice)]
+        lib.FreeSlice.restype = None
         lib.GetContentFromSlice.argtypes = [ctypes.POINTER(_Slice)]
         lib.GetContentFromSlice.restype = ctypes.c_void_p
         lib.GetSliceLen.argtypes = [ctypes.POINTER(_Slice)]
@@ -179,15 +201,20 @@ class NativeArchiveSource:
         lib.DecryptData.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.POINTER(_Slice)]
         lib.DecryptData.restype = ctypes.c_int
         lib.DestroySdk.argtypes = [ctypes.c_void_p]
+        lib.DestroySdk.restype = None
 
     def _slice_bytes(self, slice_: Any) -> bytes:
         length = self._lib.GetSliceLen(slice_)
+        if length <= 0:
+            return b""
         return ctypes.string_at(self._lib.GetContentFromSlice(slice_), length)
 
     def _get_chat_data(self, seq: int, limit: int) -> list[dict[str, Any]]:
         out = self._lib.NewSlice()
         try:
-            code = self._lib.GetChatData(self._sdk, seq, limit, None, None, self._timeout, out)
+            code = self._lib.GetChatData(
+                self._sdk, seq, limit, self._proxy, self._proxy_password, self._timeout, out
+            )
             if code != 0:
                 raise ArchiveError(f"GetChatData failed with code {code}")
             data = json.loads(self._slice_bytes(out))
@@ -198,7 +225,9 @@ class NativeArchiveSource:
         chatdata = data.get("chatdata") or []
         return [c for c in chatdata if isinstance(c, dict)]
 
-    def _decrypt(self, item: Mapping[str, Any]) -> dict[str, Any] | None:
+    def decrypt_item(self, item: Mapping[str, Any]) -> dict[str, Any] | None:
+        """One ``GetChatData`` item decrypted to archive JSON (with its ``seq``), or None when no
+        private key has its ``publickey_ver``; :class:`ArchiveError` when the SDK refuses."""
         from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
         key = self._keys.get(int(item.get("publickey_ver", 0)))
@@ -210,9 +239,14 @@ class NativeArchiveSource:
             )
             return None
         random_key = key.decrypt(base64.b64decode(item["encrypt_random_key"]), padding.PKCS1v15())
+        encrypted = str(item["encrypt_chat_msg"]).encode()
+        if len(encrypted) < _MIN_ENCRYPTED_MSG:
+            # The SDK (version of 2025-02) aborts the whole process (an uncaught C++
+            # std::out_of_range) on a message shorter than 13 bytes, instead of returning a code.
+            raise ArchiveError(f"encrypt_chat_msg of {len(encrypted)} bytes is too short")
         out = self._lib.NewSlice()
         try:
-            code = self._lib.DecryptData(random_key, str(item["encrypt_chat_msg"]).encode(), out)
+            code = self._lib.DecryptData(random_key, encrypted, out)
             if code != 0:
                 raise ArchiveError(f"DecryptData failed with code {code}")
             message: dict[str, Any] = json.loads(self._slice_bytes(out))
@@ -225,7 +259,7 @@ class NativeArchiveSource:
         items = []
         for raw in self._get_chat_data(seq, limit):
             try:
-                message = self._decrypt(raw)
+                message = self.decrypt_item(raw)
             except (ArchiveError, ValueError, KeyError) as exc:
                 log.warning("archive seq %s not decrypted: %s", raw.get("seq"), exc)
                 message = None
@@ -245,7 +279,10 @@ class NativeArchiveSource:
         return await asyncio.to_thread(self._fetch, seq, limit)
 
     def close(self) -> None:
-        self._lib.DestroySdk(self._sdk)
+        """Free the SDK handle (idempotent)."""
+        if self._sdk:
+            self._lib.DestroySdk(self._sdk)
+            self._sdk = None
 
 
 def load_private_keys(value: str) -> dict[int, bytes]:
@@ -261,16 +298,45 @@ def load_private_keys(value: str) -> dict[int, bytes]:
     return {1: pem(stripped)}
 
 
+def bundled_sdk_path() -> str | None:
+    """``libWeWorkFinanceSdk_C.so`` as bundled by the ``wecom-audit`` wheel (the optional extra
+    ``cohortbot[archive-sdk]``), or None. The package is located, not imported: its own module
+    loads a second native library we do not need."""
+    try:
+        spec = importlib.util.find_spec("wecom_audit")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.origin:
+        return None
+    path = Path(spec.origin).parent / "C_sdk" / "libWeWorkFinanceSdk_C.so"
+    return str(path) if path.is_file() else None
+
+
 def native_source(
-    sdk_path: str, corp_id: str, secret: str, private_key: str
+    sdk_path: str,
+    corp_id: str,
+    secret: str,
+    private_key: str,
+    proxy: str = "",
+    proxy_password: str = "",
 ) -> NativeArchiveSource:
-    """Open the native archive SDK, or raise :class:`ArchiveError` saying why it is missing."""
-    if not sdk_path or not Path(sdk_path).is_file():
+    """Open the native archive SDK (``sdk_path``, else the one ``wecom-audit`` bundles), or
+    raise :class:`ArchiveError` saying why it is missing."""
+    path = sdk_path or bundled_sdk_path() or ""
+    if not path or not Path(path).is_file():
         raise ArchiveError(
             f"archive.sdk_path {sdk_path!r} is not a file: download libWeWorkFinanceSdk_C.so "
-            "from WeCom (path/91774) and point archive.sdk_path at it"
+            "from WeCom (path/91774) and point archive.sdk_path at it, or install "
+            "'cohortbot[archive-sdk]' (the wecom-audit wheel bundles it, Linux x86-64)"
         )
-    return NativeArchiveSource(sdk_path, corp_id, secret, load_private_keys(private_key))
+    return NativeArchiveSource(
+        path,
+        corp_id,
+        secret,
+        load_private_keys(private_key),
+        proxy=proxy,
+        proxy_password=proxy_password,
+    )
 
 
 def items_after(items: Sequence[dict[str, Any]], seq: int, limit: int) -> list[dict[str, Any]]:

@@ -12,6 +12,7 @@ from typing import Any
 
 from bot.doors.crypto import CallbackRejectedError, parse_xml
 from bot.doors.wire import (
+    Admitted,
     DoorFormatError,
     load_form,
     stable_key,
@@ -33,12 +34,37 @@ def _text(root: dict[str, Any], msgtype: str) -> str:
     return ""
 
 
-def parse_plain(plaintext: str, received_at: datetime) -> Update | None:
-    """One decrypted robot callback to an update; raises :class:`DoorFormatError`."""
+def _root(plaintext: str) -> dict[str, Any]:
     try:
-        root = parse_xml(plaintext)
+        return parse_xml(plaintext)
     except CallbackRejectedError as exc:
         raise DoorFormatError(exc.reason) from None
+
+
+def admit(plaintext: str, received_at: datetime) -> Admitted:
+    """The route's check of a decrypted robot callback: it refuses (:class:`DoorFormatError`)
+    exactly what :func:`parse_plain` refuses, and returns the inbox key, without building the
+    update (the inbox worker does, from the stored payload). Events, which are rare, get the
+    full parse for their stable key."""
+    root = _root(plaintext)
+    msgtype = text_field(root, "MsgType")
+    if msgtype == "event":
+        update = _update(root, received_at)
+        return Admitted(update.message_id, update.event_data["name"])
+    if not msgtype or not text_field(root, "From", "UserId"):
+        raise DoorFormatError("robot callback without MsgType or From.UserId")
+    msgid = text_field(root, "MsgId")
+    if not msgid:
+        raise DoorFormatError("robot message without MsgId")
+    return Admitted(msgid)
+
+
+def parse_plain(plaintext: str, received_at: datetime) -> Update | None:
+    """One decrypted robot callback to an update; raises :class:`DoorFormatError`."""
+    return _update(_root(plaintext), received_at)
+
+
+def _update(root: dict[str, Any], received_at: datetime) -> Update:
     msgtype = text_field(root, "MsgType")
     sender = text_field(root, "From", "UserId")
     if not msgtype or not sender:

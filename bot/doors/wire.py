@@ -4,6 +4,10 @@ small helpers for turning WeCom's loosely typed fields into an :class:`~bot.upda
 A callback is stored in the inbox as ``{"received_at": <ms>, "body": <decrypted plaintext>}``:
 the robot and AI-bot payloads carry no send time, so the time the door received them is part of
 what was received, and re-parsing a stored payload gives the same update every time.
+
+A callback route does not build the update: it only *admits* the payload (each door's ``admit``
+refuses what its full parse refuses and returns an :class:`Admitted`, the inbox key), and the
+inbox worker parses the stored payload after the answer went out.
 """
 
 from __future__ import annotations
@@ -11,7 +15,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from json.encoder import encode_basestring
 from typing import Any
 
 
@@ -19,10 +25,21 @@ class DoorFormatError(ValueError):
     """A decrypted payload that is not a usable message or event; the text says why."""
 
 
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    """What a callback route needs before its answer: the inbox de-duplication key (the message
+    id, or the stable key of an event) and, for events, the event's name ("" for messages)."""
+
+    key: str
+    event: str = ""
+
+
 def store_form(body: str, received_at: datetime) -> str:
     """The inbox payload for a decrypted callback ``body`` received at ``received_at``."""
     ms = int(received_at.timestamp() * 1000)
-    return json.dumps({"received_at": ms, "body": body}, ensure_ascii=False, separators=(",", ":"))
+    # json.dumps({"received_at": ms, "body": body}, ensure_ascii=False, separators=(",", ":")),
+    # without building an encoder per call (this runs once per callback, before the answer).
+    return f'{{"received_at":{ms},"body":{encode_basestring(body)}}}'
 
 
 def load_form(payload: str) -> tuple[str, datetime]:
