@@ -180,6 +180,7 @@ class GroupRadar:
     _rows: list[Any] = field(default_factory=list, repr=False)
     _flagged: list[MemberRisk] = field(default_factory=list, repr=False)
     _fine: Any = field(default=None, repr=False, compare=False)
+    _sorted: bool = field(default=False, repr=False, compare=False)  # _flagged is in order
 
     @property
     def members(self) -> list[MemberRisk]:
@@ -200,9 +201,12 @@ class GroupRadar:
     @property
     def flagged(self) -> list[MemberRisk]:
         """Flagged learners, highest risk first, then most signals, longest quiet."""
-        out = list(self._flagged)
-        out.sort(key=lambda m: (-m.level, -len(m.fired), -m.days_quiet, m.name, m.member_id))
-        return out
+        if not self._sorted:  # sorted once (the digest asks twice per group)
+            self._flagged.sort(
+                key=lambda m: (-m.level, -len(m.fired), -m.days_quiet, m.name, m.member_id)
+            )
+            self._sorted = True
+        return list(self._flagged)
 
 
 _STAGE_CODES = frozenset(s.value for s in Stage)

@@ -153,11 +153,37 @@ def scenarios_for(
     risk: MemberRisk, cohort: CohortSettings, today: date, postcards: bool
 ) -> list[str]:
     """The scenarios worth a script for this learner, best first (stage x signals x risk)."""
-    s = set(risk.signals)
+    nxt = next_milestone(cohort, risk.streak)
+    near = risk.streak > 0 and nxt is not None and nxt - risk.streak <= 2
+    return list(
+        _scenarios(
+            frozenset([f.signal for f in risk.fired]),
+            risk.stage,
+            risk.level,
+            near,
+            risk.holding,
+            today.weekday() >= 5,
+            postcards,
+        )
+    )
+
+
+@lru_cache(maxsize=4096)
+def _scenarios(
+    s: frozenset[Signal],
+    stage: Stage,
+    level: int,
+    milestone_near: bool,
+    holding: bool,
+    weekend: bool,
+    postcards: bool,
+) -> tuple[str, ...]:
+    """:func:`scenarios_for` from the few facts it depends on (a digest asks for 60,000
+    learners; their combinations number in the hundreds)."""
     out: list[str] = []
-    if risk.stage is Stage.AFTER:
+    if stage is Stage.AFTER:
         out += ["reactivation", "next_cohort"]
-    if risk.level >= 3:
+    if level >= 3:
         out.append("high_risk_care")
     if Signal.IGNORED_NUDGE in s:
         out.append("ignored_nudge")
@@ -168,7 +194,7 @@ def scenarios_for(
             Stage.ADAPTING: "slump",
             Stage.SPRINT: "sprint_push",
             Stage.CLOSING: "closing_wrapup",
-        }.get(risk.stage)
+        }.get(stage)
         if stage_specific:
             out.append(stage_specific)
         out.append("long_silence")
@@ -176,8 +202,7 @@ def scenarios_for(
         out.append("broken_streak")
     if Signal.NO_CHECKIN in s:
         out.append("missed_checkins")
-    nxt = next_milestone(cohort, risk.streak)
-    if risk.streak > 0 and nxt is not None and nxt - risk.streak <= 2:
+    if milestone_near:
         out.append("milestone_near")
     if Signal.CHECKIN_DROP in s:
         out.append("checkin_drop")
@@ -185,21 +210,25 @@ def scenarios_for(
         out.append("volume_drop")
     if Signal.LOW_PROGRESS in s:
         out += ["low_progress", "homework_missing"]
-    if risk.holding:
+    if holding:
         out.append("after_leave")
-    if today.weekday() >= 5:
+    if weekend:
         out.append("weekend_catchup")
-    if risk.stage in (Stage.ADVANCING, Stage.SPRINT):
+    if stage in (Stage.ADVANCING, Stage.SPRINT):
         out.append("low_reviews")
     out += ["long_silence", "missed_checkins"]
     if postcards:
         out.append("knowledge_postcard")
-    seen: set[str] = set()
-    return [x for x in out if not (x in seen or seen.add(x))]  # type: ignore[func-returns-value]
+    return tuple(dict.fromkeys(out))
 
 
 def next_milestone(cohort: CohortSettings, streak: int) -> int | None:
-    return next((m for m in cohort.milestone_days if m > streak), None)
+    return _next_of(cohort.milestone_days, streak)
+
+
+@lru_cache(maxsize=1024)
+def _next_of(days: tuple[int, ...], streak: int) -> int | None:
+    return next((m for m in days if m > streak), None)
 
 
 @dataclass(frozen=True)

@@ -103,14 +103,19 @@ def _flag_upsert(session: Session) -> Any:
 _UPSERT_FLAGS = bulk.BulkStatement(_flag_upsert, _FLAG_KEYS)
 
 
-#: PostgreSQL: the same upsert as one statement over column arrays (one round trip; a pipelined
-#: executemany of 76,000 rows takes seconds).
+#: PostgreSQL: the rows are copied into a session-local table (``COPY``, formatted by psycopg's C
+#: code), then upserted by one ``INSERT ... SELECT``. A pipelined executemany of 76,000 rows takes
+#: seconds; column arrays as parameters still cost 0.4 s to format in Python.
+_PG_FLAGS_IN = """
+CREATE TEMPORARY TABLE IF NOT EXISTS risk_flag_in (
+    chat_id varchar NOT NULL, member_id varchar NOT NULL, day date NOT NULL,
+    flagged boolean NOT NULL, prev_flagged boolean NOT NULL, level integer NOT NULL,
+    signals varchar NOT NULL, since date
+) ON COMMIT DELETE ROWS
+"""
 _PG_UPSERT_FLAGS = f"""
 INSERT INTO risk_flag ({", ".join(_FLAG_KEYS)})
-SELECT * FROM unnest(
-    %s::varchar[], %s::varchar[], %s::date[], %s::boolean[], %s::boolean[], %s::integer[],
-    %s::varchar[], %s::date[]
-)
+SELECT {", ".join(_FLAG_KEYS)} FROM risk_flag_in
 ON CONFLICT (chat_id, member_id) DO UPDATE SET
 {", ".join(f"{c} = excluded.{c}" for c in _FLAG_KEYS[2:])}
 """
@@ -126,7 +131,16 @@ def save_flags(session: Session, rows: Sequence[dict[str, Any]]) -> None:
         return
     cursor = session.connection().connection.cursor()
     try:
-        cursor.execute(_PG_UPSERT_FLAGS, [[r[k] for r in rows] for k in _FLAG_KEYS])
+        cursor.execute(_PG_FLAGS_IN)
+        cursor.execute("TRUNCATE risk_flag_in")  # an earlier save in this transaction
+        with cursor.copy(f"COPY risk_flag_in ({', '.join(_FLAG_KEYS)}) FROM STDIN") as copy:
+            write = copy.write_row
+            for r in rows:
+                write(
+                    (r["chat_id"], r["member_id"], r["day"], r["flagged"], r["prev_flagged"],
+                     r["level"], r["signals"], r["since"])
+                )  # fmt: skip
+        cursor.execute(_PG_UPSERT_FLAGS)
     finally:
         cursor.close()
 

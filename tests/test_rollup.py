@@ -163,3 +163,31 @@ async def test_radar_is_the_same_with_or_without_the_rollup(app: App) -> None:
     with app.db.unit_of_work_sync() as uow:
         rollup.ensure(uow.session, [GROUP_A], today + timedelta(days=1), START)
     assert levels() == with_rollup
+
+
+def test_flag_states_upsert_twice_in_one_transaction(app: App) -> None:
+    """save_flags inserts and then updates (PostgreSQL: through a session-local staging table,
+    emptied between two saves in the same transaction and at commit)."""
+    day = date(2026, 11, 12)
+
+    def state(member: str, flagged: bool, level: int, signals: str) -> dict[str, object]:
+        return {
+            "chat_id": GROUP_A, "member_id": member, "day": day, "flagged": flagged,
+            "prev_flagged": False, "level": level, "signals": signals,
+            "since": day if flagged else None,
+        }  # fmt: skip
+
+    with app.db.unit_of_work_sync() as uow:
+        store.save_flags(uow.session, [state("wmA", True, 2, "silence,no_intro")])
+        store.save_flags(
+            uow.session, [state("wmA", False, 0, ""), state("wmB", True, 1, "volume_drop")]
+        )
+    with app.db.unit_of_work_sync() as uow:
+        store.save_flags(uow.session, [state("wmC", True, 3, 'a"b,c\\d')])
+    with app.db.unit_of_work_sync() as uow:
+        flags = store.flags_of(uow.session, CHATS)
+    assert flags == {
+        (GROUP_A, "wmA"): store.FlagState(day, False, False, 0, "", None),
+        (GROUP_A, "wmB"): store.FlagState(day, True, False, 1, "volume_drop", day),
+        (GROUP_A, "wmC"): store.FlagState(day, True, False, 3, 'a"b,c\\d', day),
+    }
