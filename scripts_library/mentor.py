@@ -97,16 +97,23 @@ def templates() -> tuple[MentorTemplate, ...]:
         return tuple(parse_templates(tomllib.load(f), DATA_FILE.name))
 
 
+#: Placeholders that count something the message praises.
+COUNTED = frozenset({"reviews", "streak", "total"})
+
+
 def choose(
     values: Mapping[str, object], seed: str, library: Sequence[MentorTemplate] | None = None
 ) -> str:
     """A mentor message for ``values``, stable for the same ``seed`` (e.g. member and day).
 
     Only messages whose rendered length is within 100-150 characters are candidates; when none
-    is (an unusually long name or course), the one closest to the range is used.
+    is (an unusually long name or course), the one closest to the range is used. Messages naming
+    a count (reviews, streak, check-ins) that is 0 for this learner are left out.
     """
     library = templates() if library is None else library
-    rendered = [t.render(values) for t in library]
+    # A message that names a count is only for a learner who has some ("0条点评" is no praise).
+    praising = [t for t in library if all(values.get(c) != 0 for c in COUNTED & t.fields)]
+    rendered = [t.render(values) for t in (praising or library)]
     fitting = [r for r in rendered if MIN_CHARS <= len(r) <= MAX_CHARS]
     if not fitting:
         return min(rendered, key=lambda r: max(MIN_CHARS - len(r), len(r) - MAX_CHARS))
