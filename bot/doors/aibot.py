@@ -40,12 +40,7 @@ def _text(body: dict[str, Any], msgtype: str) -> str:
 
 def parse_body(body: Any, received_at: datetime, door: Door = Door.AIBOT) -> Update | None:
     """One decrypted AI-bot message or event object to an update."""
-    if not isinstance(body, dict):
-        raise DoorFormatError("AI-bot payload is not a JSON object")
-    msgtype = text_field(body, "msgtype")
-    sender = text_field(body, "from", "userid")
-    if not msgtype or not sender:
-        raise DoorFormatError("AI-bot payload without msgtype or from.userid")
+    msgtype, sender, msgid = _identity(body)
     group = text_field(body, "chattype") == "group"
     common: dict[str, Any] = {
         "door": door,
@@ -56,7 +51,6 @@ def parse_body(body: Any, received_at: datetime, door: Door = Door.AIBOT) -> Upd
         "msg_type": msgtype,
         "raw": body,
     }
-    msgid = text_field(body, "msgid")
     if msgtype == "event":
         name = text_field(body, "event", "eventtype") or "event"
         key = msgid or stable_key(
@@ -69,11 +63,9 @@ def parse_body(body: Any, received_at: datetime, door: Door = Door.AIBOT) -> Upd
             event_data={"name": name, "response_url": text_field(body, "response_url")},
             **common,
         )
-    if not msgid:
-        raise DoorFormatError("AI-bot message without msgid")
     return Update(
         kind=UpdateKind.MESSAGE,
-        message_id=msgid,
+        message_id=_message_id(msgid),
         text=strip_leading_mention(_text(body, msgtype)),
         mentioned_bot=True,
         **common,
@@ -93,19 +85,30 @@ def admit(plaintext: str, received_at: datetime) -> Admitted:
     update (the inbox worker does, from the stored payload). Events, which are rare, get the
     full parse for their stable key."""
     body = _load(plaintext)
-    if not isinstance(body, dict):
-        raise DoorFormatError("AI-bot payload is not a JSON object")
-    msgtype = text_field(body, "msgtype")
+    msgtype, _sender, msgid = _identity(body)
     if msgtype == "event":
         update = parse_body(body, received_at)
         assert update is not None
         return Admitted(update.message_id, update.event_data["name"])
-    if not msgtype or not text_field(body, "from", "userid"):
+    return Admitted(_message_id(msgid))
+
+
+def _identity(body: Any) -> tuple[str, str, str]:
+    """msgtype, from.userid and msgid; a payload that is not an object or lacks the first two
+    is refused."""
+    if not isinstance(body, dict):
+        raise DoorFormatError("AI-bot payload is not a JSON object")
+    msgtype = text_field(body, "msgtype")
+    sender = text_field(body, "from", "userid")
+    if not msgtype or not sender:
         raise DoorFormatError("AI-bot payload without msgtype or from.userid")
-    msgid = text_field(body, "msgid")
+    return msgtype, sender, text_field(body, "msgid")
+
+
+def _message_id(msgid: str) -> str:
     if not msgid:
         raise DoorFormatError("AI-bot message without msgid")
-    return Admitted(msgid)
+    return msgid
 
 
 def parse_plain(plaintext: str, received_at: datetime, door: Door = Door.AIBOT) -> Update | None:

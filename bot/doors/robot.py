@@ -47,16 +47,26 @@ def admit(plaintext: str, received_at: datetime) -> Admitted:
     update (the inbox worker does, from the stored payload). Events, which are rare, get the
     full parse for their stable key."""
     root = _root(plaintext)
-    msgtype = text_field(root, "MsgType")
+    msgtype, _sender, msgid = _identity(root)
     if msgtype == "event":
         update = _update(root, received_at)
         return Admitted(update.message_id, update.event_data["name"])
-    if not msgtype or not text_field(root, "From", "UserId"):
+    return Admitted(_message_id(msgid))
+
+
+def _identity(root: dict[str, Any]) -> tuple[str, str, str]:
+    """MsgType, From.UserId and MsgId; a callback without the first two is refused."""
+    msgtype = text_field(root, "MsgType")
+    sender = text_field(root, "From", "UserId")
+    if not msgtype or not sender:
         raise DoorFormatError("robot callback without MsgType or From.UserId")
-    msgid = text_field(root, "MsgId")
+    return msgtype, sender, text_field(root, "MsgId")
+
+
+def _message_id(msgid: str) -> str:
     if not msgid:
         raise DoorFormatError("robot message without MsgId")
-    return Admitted(msgid)
+    return msgid
 
 
 def parse_plain(plaintext: str, received_at: datetime) -> Update | None:
@@ -65,10 +75,7 @@ def parse_plain(plaintext: str, received_at: datetime) -> Update | None:
 
 
 def _update(root: dict[str, Any], received_at: datetime) -> Update:
-    msgtype = text_field(root, "MsgType")
-    sender = text_field(root, "From", "UserId")
-    if not msgtype or not sender:
-        raise DoorFormatError("robot callback without MsgType or From.UserId")
+    msgtype, sender, msgid = _identity(root)
     group = text_field(root, "ChatType") == "group"
     common: dict[str, Any] = {
         "door": Door.ROBOT,
@@ -80,7 +87,6 @@ def _update(root: dict[str, Any], received_at: datetime) -> Update:
         "msg_type": msgtype,
         "raw": root,
     }
-    msgid = text_field(root, "MsgId")
     if msgtype == "event":
         name = text_field(root, "Event", "EventType") or "event"
         key = msgid or stable_key("robot-ev", sender, root.get("ChatId"), name, received_at)
@@ -91,11 +97,9 @@ def _update(root: dict[str, Any], received_at: datetime) -> Update:
             event_data={"name": name, "webhook_url": text_field(root, "WebhookUrl")},
             **common,
         )
-    if not msgid:
-        raise DoorFormatError("robot message without MsgId")
     return Update(
         kind=UpdateKind.MESSAGE,
-        message_id=msgid,
+        message_id=_message_id(msgid),
         text=strip_leading_mention(_text(root, msgtype)),
         # WeCom only forwards what mentions the robot, or what is said to it alone.
         mentioned_bot=True,
