@@ -12,16 +12,13 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
-from zoneinfo import ZoneInfo
 
-TZ = ZoneInfo("Asia/Shanghai")
+# The chat lines, check-in forms, group ids and timezone are the sample log's (bot.demo.sample).
+from bot.demo.sample import CHAT, CHECKINS, FOODS, GROUPS, HOBBIES, LEADER, TZ
+
 START = date(2026, 11, 2)
 DAYS = 28
 TEACHER = "teacher_wang"
-GROUPS = {
-    "A": "wrDemoGroupA0000000000000001",
-    "B": "wrDemoGroupB0000000000000002",
-}
 #: Persona -> how many learners of each group have it.
 MIX = {
     "steady": 14,
@@ -96,12 +93,6 @@ NAMES = [
     "小溪",
 ]
 
-CHECKINS = (
-    "#打卡 Day{d} 今天学了{topic}，跟着视频把例子都敲了一遍",
-    "第{d}天打卡：{topic}的练习做完了，有一道题卡了好久终于想通",
-    "【打卡】{topic} 学完，笔记整理好了",
-    "Day {d} 打卡 ✅ {topic}",
-)
 TOPICS = [
     "变量和数据类型",
     "字符串方法",
@@ -132,24 +123,8 @@ TOPICS = [
     "虚拟环境",
     "项目实战",
 ]
-CHAT = (
-    "请问大家 {topic} 这里的练习题第三题怎么理解？",
-    "我也卡在这里了，看了答案才明白",
-    "老师讲的例子太好懂了，{topic}终于弄明白了",
-    "今天加班，晚上回去再补课",
-    "有没有一起刷题的小伙伴",
-    "原来 {topic} 还可以这样用，学到了",
-    "周末打算把前面的内容复习一遍",
-    "这个报错是缩进的问题吗？IndentationError",
-)
 FADING_CHAT = ("最近有点忙……", "嗯", "收到")
 FARMER_CHAT = ("1", "打卡打卡", "+1", "冲", "哈哈", "顶")
-LEADER_CHAT = (
-    "今天的学习任务：{topic}，记得晚上 10 点前打卡哦",
-    "表扬一下今天按时打卡的同学，继续保持！",
-)
-FOODS = ("火锅", "小笼包", "螺蛳粉", "煎饼果子", "寿司", "红烧肉")
-HOBBIES = ("跑步", "看电影", "弹吉他", "拍照", "爬山", "打羽毛球")
 
 
 @dataclass(frozen=True)
@@ -224,7 +199,7 @@ def day_plan(day: int, nudged: dict[str, int]) -> list[Said]:
     topic = TOPICS[(day - 1) % len(TOPICS)]
     plan: list[Said] = []
     for leader in LEADERS:
-        for text in LEADER_CHAT:
+        for text in LEADER:
             plan.append(
                 Said(
                     leader,
