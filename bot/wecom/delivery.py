@@ -128,9 +128,14 @@ class DeliveryReport:
     errors: list[str] = field(default_factory=list)
 
     @property
+    def progressed(self) -> bool:
+        """True when the round moved at least one row on (sent, retried, deferred, failed)."""
+        return bool(self.sent or self.retried or self.deferred or self.failed)
+
+    @property
     def idle(self) -> bool:
         """True when the round found nothing due at all."""
-        return not (self.sent or self.retried or self.deferred or self.failed or self.contended)
+        return not (self.progressed or self.contended)
 
     def add(self, other: DeliveryReport) -> None:
         """Fold another round's counts into this one."""
@@ -194,7 +199,7 @@ class DeliveryWorker:
             total.add(report)
             if report.idle:
                 return total
-            if report.sent or report.retried or report.deferred or report.failed:
+            if report.progressed:
                 contended_rounds = 0
                 continue
             contended_rounds += 1
