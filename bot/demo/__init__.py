@@ -10,9 +10,9 @@ the database and a learning-evidence card were written.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import time
-import tomllib
 from collections import Counter
 from datetime import date, datetime
 from pathlib import Path
@@ -25,7 +25,7 @@ from bot.app import App
 from bot.cards.fonts import FontNotFoundError
 from bot.cards.member import member_card
 from bot.clock import ManualClock, learning_day
-from bot.config import CohortSettings, Settings, load_settings, parse_settings
+from bot.config import CohortSettings, Settings, load_settings
 from bot.dashboard import data
 from bot.demo import cohort
 from bot.demo.world import World
@@ -43,11 +43,8 @@ DIGEST_PATH = "/cgi-bin/message/send"
 def demo_settings(db_path: Path) -> Settings:
     """The bundled config (validated like any other) on its own SQLite file, whatever
     ``COHORTBOT_DATABASE_URL`` says."""
-    load_settings(CONFIG, env={})
-    raw = tomllib.loads(CONFIG.read_text(encoding="utf-8"))
-    return parse_settings(
-        {**raw, "database": {"url": f"sqlite:///{db_path}"}}, source=CONFIG, env={}
-    )
+    settings = load_settings(CONFIG, env={})  # env={}: COHORTBOT_DATABASE_URL is not read
+    return dataclasses.replace(settings, database_url=f"sqlite:///{db_path}")
 
 
 def run_demo(data_dir: Path, days: int = cohort.DAYS) -> int:
