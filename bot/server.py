@@ -22,8 +22,6 @@ import gc
 import logging
 import os
 import signal
-import threading
-import time
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -32,7 +30,7 @@ from typing import Any
 from aiohttp import web
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, text
+from sqlalchemy import text
 
 from bot import metrics
 from bot.app import App
@@ -44,13 +42,14 @@ from bot.doors.aibot_ws import AibotConnection
 from bot.doors.archive_poller import ArchiveError, ArchivePoller, ArchiveSource, native_source
 from bot.doors.crypto import CallbackRejectedError, DoorCrypto, parse_xml
 from bot.doors.wire import Admitted, DoorFormatError, store_form
+from bot.inbox_writer import InboxWriter
 from bot.metrics_http import inbox_collector, metrics_routes
 from bot.scheduler import CohortScheduler
 from bot.updates import Door
 from bot.wecom.api import WeComAPI, client_from_settings
 from bot.wecom.delivery import DeliveryWorker, queue_length_collector
 from storage import inbox
-from storage.db import Database, alembic_config
+from storage.db import alembic_config
 
 log = logging.getLogger(__name__)
 
@@ -67,144 +66,7 @@ def set_inbox_lag(seconds: float) -> None:
     INBOX_LAG.set(max(0.0, seconds))
 
 
-# --------------------------------------------------------------------------- the durable inbox
-
-
-@dataclass
-class _Pending:
-    item: inbox.Incoming
-    future: asyncio.Future[bool]
-    loop: asyncio.AbstractEventLoop
-
-
-class InboxWriter:
-    """Stores raw events from a thread of its own, with group commit.
-
-    Each request's row is handed over with a future; the thread takes everything handed over
-    (after waiting ``delay_ms`` for more when it was idle), writes it in one transaction,
-    commits, and resolves the futures with "was it new". The event loop never waits on the
-    disk, and concurrent callbacks share one commit. The thread keeps one connection of its own:
-    :meth:`Database.unit_of_work`'s asyncio lock belongs to the loop, and SQLite's busy timeout
-    orders the two writers.
-
-    The thread shares the GIL and, on a small machine, the CPUs with the loop, so both sides
-    keep their per-request work small: the loop hands over the rows of one loop iteration at
-    once, under a lock, and wakes the thread only when it is idle (under load the thread finds
-    the next rows waiting when a commit ends, so a burst costs no wake-ups and no context
-    switches); the thread writes them with one multi-row INSERT
-    (:func:`storage.inbox.store_arrivals`) and wakes each loop once per commit.
-    """
-
-    def __init__(self, db: Database, now: Callable[[], datetime], delay_ms: int = 1) -> None:
-        self._db = db
-        self._now = now
-        self._delay = delay_ms / 1000
-        self._lock = threading.Lock()
-        self._wake = threading.Condition(self._lock)
-        # Guarded by _lock: rows handed over, whether the thread waits for rows, stop request.
-        self._pending: list[_Pending] = []
-        self._idle = False
-        self._stopping = False
-        self._thread: threading.Thread | None = None
-        #: Rows of the current loop iteration, handed to the thread by :meth:`_hand_over`.
-        self._gathered: list[_Pending] = []
-        self.commits = 0
-
-    def start(self) -> None:
-        self._stopping = False
-        self._thread = threading.Thread(target=self._run, name="inbox-writer", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        if self._thread is not None:
-            with self._lock:
-                self._stopping = True
-                self._wake.notify()
-            self._thread.join(timeout=10)
-            self._thread = None
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    async def store(self, item: inbox.Incoming) -> bool:
-        """Commit ``item`` durably; True if it was new, False if its key was stored before."""
-        if not self.running:
-            raise RuntimeError("inbox writer is not running")
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[bool] = loop.create_future()
-        if not self._gathered:
-            loop.call_soon(self._hand_over)
-        self._gathered.append(_Pending(item, future, loop))
-        return await future
-
-    def _hand_over(self) -> None:
-        gathered, self._gathered = self._gathered, []
-        with self._lock:
-            self._pending += gathered
-            if self._idle:
-                self._wake.notify()
-
-    def _take_batch(self) -> tuple[list[_Pending], bool]:
-        """The next rows to commit (waiting for some), and whether to stop after them."""
-        with self._lock:
-            if self._pending or self._stopping:
-                batch, self._pending = self._pending, []
-                return batch, self._stopping
-            self._idle = True
-            while not self._pending and not self._stopping:
-                self._wake.wait()
-            self._idle = False
-        if self._delay > 0:
-            time.sleep(self._delay)  # the first rows after a quiet spell: let others join them
-        with self._lock:
-            batch, self._pending = self._pending, []
-            return batch, self._stopping
-
-    def _run(self) -> None:
-        conn: Connection | None = None
-        try:
-            while True:
-                batch, stopping = self._take_batch()
-                if not batch:
-                    return
-                outcome: list[tuple[_Pending, bool, BaseException | None]]
-                try:
-                    if conn is None:
-                        conn = self._db.engine.connect()
-                    with conn.begin():
-                        new = set(inbox.store_arrivals(conn, [p.item for p in batch], self._now()))
-                    self.commits += 1
-                    outcome = [(p, i in new, None) for i, p in enumerate(batch)]
-                except Exception as exc:
-                    log.exception("inbox commit of %d events failed", len(batch))
-                    outcome = [(p, False, exc) for p in batch]
-                    if conn is not None:  # start the next batch on a fresh connection
-                        with contextlib.suppress(Exception):
-                            conn.close()
-                        conn = None
-                # One wake-up of each loop per batch, not one per request.
-                loops = {id(p.loop): p.loop for p in batch}
-                for key, loop in loops.items():
-                    mine = [(p.future, ok, exc) for p, ok, exc in outcome if id(p.loop) == key]
-                    loop.call_soon_threadsafe(_resolve_all, mine)
-                if stopping:
-                    return
-        finally:
-            if conn is not None:
-                conn.close()
-
-
-def _resolve_all(
-    results: list[tuple[asyncio.Future[bool], bool, BaseException | None]],
-) -> None:
-    for future, value, exc in results:
-        if future.done():
-            continue
-        if exc is not None:
-            future.set_exception(exc)
-        else:
-            future.set_result(value)
+# --------------------------------------------------------------------------- the inbox worker
 
 
 class InboxWorker:

@@ -6,12 +6,12 @@ process. A retried or re-imported event hits the unique key and is dropped here.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, UniqueConstraint, select, update
+from sqlalchemy import Connection, Dialect, UniqueConstraint, select, update
 from sqlalchemy.orm import Session
 from sqlmodel import Field, SQLModel, col
 
@@ -107,19 +107,38 @@ def store_arrivals(conn: Connection, items: Sequence[Incoming], now: datetime) -
     The writer commits every callback's row, so this skips the ORM's per-row work: one
     multi-row ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` per chunk on the session's
     connection, with the timestamp converted once (that per-row work was most of the writer's
-    CPU time, which it shares with the event loop through the GIL). The writer keeps one
-    connection rather than opening a session per commit, for the same reason.
+    CPU time). See :func:`insert_arrivals` for the same without SQLAlchemy's statement layer.
     """
+
+    def run(sql: str, params: tuple[object, ...]) -> Sequence[Sequence[Any]]:
+        return conn.exec_driver_sql(sql, params).all()
+
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    return insert_arrivals(run, mark, items, received_value(conn.dialect, now))
+
+
+def received_value(dialect: Dialect, now: datetime) -> object:
+    """``now`` as the driver of ``dialect`` takes it for ``raw_event.received_at``."""
+    table = RawEvent.__table__  # type: ignore[attr-defined]
+    stamp = table.c.received_at.type.bind_processor(dialect)
+    return stamp(now) if stamp is not None else now
+
+
+#: Runs one statement with its parameters and returns the rows it returned.
+Execute = Callable[[str, tuple[object, ...]], Sequence[Sequence[Any]]]
+
+
+def insert_arrivals(
+    execute: Execute, mark: str, items: Sequence[Incoming], received: object
+) -> list[int]:
+    """:func:`store_arrivals` on any DB-API cursor: ``execute`` runs a statement written with
+    the parameter ``mark`` ("?" or "%s"), ``received`` is :func:`received_value`'s answer. The
+    caller owns the transaction."""
     if not items:
         return []
     first: dict[tuple[str, str], int] = {}
     for i, item in enumerate(items):
         first.setdefault((item.namespace, item.event_key), i)
-    dialect = conn.dialect
-    table = RawEvent.__table__  # type: ignore[attr-defined]
-    stamp = table.c.received_at.type.bind_processor(dialect)
-    received = stamp(now) if stamp is not None else now
-    mark = "?" if dialect.paramstyle == "qmark" else "%s"
     keys = list(first.items())
     inserted: list[tuple[str, str]] = []
     for start in range(0, len(keys), _ARRIVALS_CHUNK):
@@ -128,13 +147,13 @@ def store_arrivals(conn: Connection, items: Sequence[Incoming], now: datetime) -
         params: list[object] = []
         for (namespace, key), i in chunk:
             params += (items[i].door, namespace, key, items[i].payload, received)
-        result = conn.exec_driver_sql(
+        rows = execute(
             "INSERT INTO raw_event (door, namespace, event_key, payload, received_at, "
             f"processed_at, error) VALUES {values} "
             "ON CONFLICT (namespace, event_key) DO NOTHING RETURNING namespace, event_key",
             tuple(params),
         )
-        inserted += [(r[0], r[1]) for r in result.all()]
+        inserted += [(r[0], r[1]) for r in rows]
     return sorted(first[key] for key in inserted)
 
 

@@ -64,7 +64,7 @@ def protected_requests(app: App) -> list[tuple[str, str]]:
     sub = build_dashboard(app, env=ENV)
     out = []
     for route in sub.router.routes():
-        if route.name in PUBLIC_ROUTES or route.method == "HEAD":
+        if route.name in PUBLIC_ROUTES or route.method in ("HEAD", "*"):  # "*": the catch-all
             continue
         info = route.resource.get_info() if route.resource else {}
         path = info.get("path") or info.get("formatter")
@@ -109,6 +109,8 @@ async def test_login_sets_a_signed_httponly_lax_cookie_and_opens_every_page(url:
         async with http.get(f"{url}/dashboard/group/{GROUP_A}/chart.svg") as chart:
             assert chart.status == 200 and chart.content_type == "image/svg+xml"
             assert "<svg" in await chart.text()
+        async with http.get(f"{url}/dashboard/nothing-here", allow_redirects=False) as missing:
+            assert missing.status == 404
         async with http.get(f"{url}/dashboard/group/nope") as missing:
             assert missing.status == 404
 

@@ -10,6 +10,7 @@ page's database reads run in a worker thread, so a slow page never holds up the 
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
@@ -27,6 +28,7 @@ from bot.dashboard.auth import CSRF_COOKIE, SESSION_COOKIE, Signer, password_mat
 from bot.dashboard.chart import activity_svg
 from storage.db import Database
 
+#: The routes served without a session; every other route is wrapped by ``_login_required``.
 PUBLIC_ROUTES = frozenset({"login", "login_post"})
 #: Wrong passwords allowed per client address within LOGIN_WINDOW before logins are refused.
 MAX_LOGIN_FAILURES = 5
@@ -98,15 +100,18 @@ def build_dashboard(
             undefined=jinja2.StrictUndefined,
         ),
     )
-    app = web.Application(middlewares=[_require_login])
+    app = web.Application()
     app[STATE] = state
     app.on_response_prepare.append(_security_headers)
-    app.router.add_get("/", index, name="index")
+    app.router.add_get("/", _login_required(index), name="index")
     app.router.add_get("/login", login_form, name="login")
     app.router.add_post("/login", login_post, name="login_post")
-    app.router.add_post("/logout", logout, name="logout")
-    app.router.add_get("/group/{chat_id}", group_page, name="group")
-    app.router.add_get("/group/{chat_id}/chart.svg", group_chart, name="chart")
+    app.router.add_post("/logout", _login_required(logout), name="logout")
+    app.router.add_get("/group/{chat_id}", _login_required(group_page), name="group")
+    app.router.add_get("/group/{chat_id}/chart.svg", _login_required(group_chart), name="chart")
+    # Anything else: the login form first, so that without a session no path tells whether it
+    # exists; with one, 404.
+    app.router.add_route("*", "/{tail:.*}", _login_required(_not_found), name="other")
     return app
 
 
@@ -123,11 +128,25 @@ def _session_nonce(request: web.Request) -> str | None:
     return state.signer.session_nonce(request.cookies.get(SESSION_COOKIE), state.clock.now())
 
 
-@web.middleware
-async def _require_login(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.match_info.route.name not in PUBLIC_ROUTES and _session_nonce(request) is None:
-        raise web.HTTPFound(_url(request, "login"))
-    return await handler(request)
+def _login_required(handler: Handler) -> Handler:
+    """``handler`` behind the login: without a valid session, a redirect to the login form.
+
+    A wrapper per page rather than an aiohttp middleware: a middleware on this sub-application
+    makes the parent application run its middleware chain for every request, the WeCom callbacks
+    included, which are the requests that must be cheapest.
+    """
+
+    @functools.wraps(handler)
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        if _session_nonce(request) is None:
+            raise web.HTTPFound(_url(request, "login"))
+        return await handler(request)
+
+    return guarded
+
+
+async def _not_found(_request: web.Request) -> web.StreamResponse:
+    raise web.HTTPNotFound()
 
 
 async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:

@@ -1,0 +1,266 @@
+"""The callback routes' durable commit: :class:`InboxWriter` stores each callback's raw event in
+the inbox (:mod:`storage.inbox`) and answers "was it new" once the row is committed, with group
+commit across concurrent callbacks.
+
+It commits in one of two places, behind one method (:meth:`InboxWriter.store`):
+
+* **On the event loop, on SQLite.** The callbacks that reach the writer in one loop iteration
+  share one multi-row INSERT and one commit, on a connection of the writer's own. In WAL mode
+  with ``synchronous=NORMAL`` a commit is a write into the OS page cache (durable when the
+  process dies, not on power loss; see :mod:`storage.db`): tens of microseconds, less than
+  handing the rows to a thread costs (a wake-up, the GIL changing hands twice, and a loop
+  iteration to take the answer back). That connection never waits for a lock
+  (``busy_timeout=0``) and never checkpoints the WAL, which could block the loop: when the
+  database is locked (a processing transaction of this process suspended at an ``await``, or
+  another process writing) the batch goes to the thread instead, and the thread checkpoints
+  every :data:`CHECKPOINT_EVERY` commits.
+* **In a thread**, on PostgreSQL (a commit there waits for the server's disk) and as SQLite's
+  fallback. Each request's row is handed over with a future; the thread takes everything handed
+  over (after waiting ``delay_ms`` for more when it was idle), writes it in one transaction,
+  commits, and resolves the futures, one wake-up of each loop per commit. It keeps one
+  connection of its own: :meth:`storage.db.Database.unit_of_work`'s asyncio lock belongs to the
+  loop, and SQLite's busy timeout orders the two writers. The loop hands over the rows of one
+  iteration at once and wakes the thread only when it is idle (under load the thread finds the
+  next rows waiting when a commit ends).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection
+
+from storage import inbox
+from storage.db import Database
+
+log = logging.getLogger(__name__)
+
+#: Commits on the loop between two WAL checkpoints by the thread. A commit of a few callbacks
+#: writes about four pages; SQLite's own automatic checkpoint runs every 1,000 pages.
+CHECKPOINT_EVERY = 250
+
+
+@dataclass
+class _Pending:
+    item: inbox.Incoming
+    future: asyncio.Future[bool]
+    loop: asyncio.AbstractEventLoop
+
+
+Outcome = tuple[asyncio.Future[bool], bool, BaseException | None]
+
+
+class InboxWriter:
+    """Commits raw events before their callbacks are answered (see the module docstring)."""
+
+    def __init__(
+        self,
+        db: Database,
+        now: Callable[[], datetime],
+        delay_ms: int = 1,
+        on_loop: bool | None = None,
+    ) -> None:
+        self._db = db
+        self._now = now
+        self._delay = delay_ms / 1000
+        #: Commit on the event loop when the database allows it (SQLite); None: decide by dialect.
+        self.on_loop = db.dialect == "sqlite" if on_loop is None else on_loop
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        # Guarded by _lock: rows handed over, whether the thread waits, checkpoint/stop requests.
+        self._pending: list[_Pending] = []
+        self._idle = False
+        self._checkpoint = False
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        #: Rows of the current loop iteration, committed or handed over by :meth:`_flush`.
+        self._gathered: list[_Pending] = []
+        self._loop_conn: Any = None  # sqlite3.Connection, see _loop_connection
+        self.loop_commits = 0
+        self.thread_commits = 0
+        self.checkpoints = 0
+
+    def start(self) -> None:
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="inbox-writer", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            with self._lock:
+                self._stopping = True
+                self._wake.notify()
+            self._thread.join(timeout=10)
+            self._thread = None
+        self._drop_loop_connection()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    async def store(self, item: inbox.Incoming) -> bool:
+        """Commit ``item`` durably; True if it was new, False if its key was stored before."""
+        if not self.running:
+            raise RuntimeError("inbox writer is not running")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[bool] = loop.create_future()
+        if not self._gathered:
+            loop.call_soon(self._flush)
+        self._gathered.append(_Pending(item, future, loop))
+        return await future
+
+    def _flush(self) -> None:
+        gathered, self._gathered = self._gathered, []
+        if self.on_loop and self._commit_on_loop(gathered):
+            return
+        with self._lock:
+            self._pending += gathered
+            if self._idle:
+                self._wake.notify()
+
+    # -- on the loop
+
+    def _commit_on_loop(self, batch: list[_Pending]) -> bool:
+        """Commit ``batch`` here and answer it; False (nothing written): the thread's turn.
+
+        It talks to the sqlite3 connection directly: SQLAlchemy's statement and result layers
+        cost more per commit than the INSERT of a few callbacks' rows.
+        """
+        try:
+            raw = self._loop_connection()
+            cursor = raw.cursor()
+            try:
+
+                def run(sql: str, params: tuple[object, ...]) -> list[Any]:
+                    return cursor.execute(sql, params).fetchall()
+
+                received = inbox.received_value(self._db.engine.dialect, self._now())
+                new = set(inbox.insert_arrivals(run, "?", [p.item for p in batch], received))
+                raw.commit()
+            except BaseException:
+                raw.rollback()
+                raise
+            finally:
+                cursor.close()
+        except Exception as exc:
+            if not _locked(exc):
+                log.warning("inbox commit on the loop failed (%s); the thread retries it", exc)
+                self._drop_loop_connection()
+            return False
+        self.loop_commits += 1
+        _resolve_all([(p.future, i in new, None) for i, p in enumerate(batch)])
+        if self.loop_commits % CHECKPOINT_EVERY == 0:
+            with self._lock:
+                self._checkpoint = True
+                if self._idle:
+                    self._wake.notify()
+        return True
+
+    def _loop_connection(self) -> Any:
+        """The loop's own sqlite3 connection (the engine's settings, then its own)."""
+        if self._loop_conn is None:
+            proxy = self._db.engine.raw_connection()
+            proxy.detach()  # its settings differ from the pool's: closed, not returned, at the end
+            raw: Any = proxy.dbapi_connection
+            raw.execute("PRAGMA busy_timeout=0")
+            raw.execute("PRAGMA wal_autocheckpoint=0")
+            self._loop_conn = raw
+        return self._loop_conn
+
+    def _drop_loop_connection(self) -> None:
+        if self._loop_conn is not None:
+            with contextlib.suppress(Exception):
+                self._loop_conn.close()
+            self._loop_conn = None
+
+    # -- in the thread
+
+    def _take_work(self) -> tuple[list[_Pending], bool, bool]:
+        """The next rows to commit, whether a checkpoint is due, and whether to stop after."""
+        with self._lock:
+            if not (self._pending or self._checkpoint or self._stopping):
+                self._idle = True
+                while not (self._pending or self._checkpoint or self._stopping):
+                    self._wake.wait()
+                self._idle = False
+                if self._pending and self._delay > 0:
+                    # The first rows after a quiet spell: let others join them.
+                    self._wake.release()
+                    try:
+                        time.sleep(self._delay)
+                    finally:
+                        self._wake.acquire()
+            batch, self._pending = self._pending, []
+            checkpoint, self._checkpoint = self._checkpoint, False
+            return batch, checkpoint, self._stopping
+
+    def _run(self) -> None:
+        conn: Connection | None = None
+        try:
+            while True:
+                batch, checkpoint, stopping = self._take_work()
+                if batch:
+                    try:
+                        if conn is None:
+                            conn = self._db.engine.connect()
+                        self._commit_in_thread(conn, batch)
+                    except Exception:
+                        with contextlib.suppress(Exception):
+                            conn.close()  # type: ignore[union-attr]
+                        conn = None  # start the next batch on a fresh connection
+                if checkpoint:
+                    with contextlib.suppress(Exception):
+                        if conn is None:
+                            conn = self._db.engine.connect()
+                        conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+                        conn.commit()
+                        self.checkpoints += 1
+                if stopping:
+                    return
+        finally:
+            if conn is not None:
+                conn.close()
+
+    def _commit_in_thread(self, conn: Connection, batch: list[_Pending]) -> None:
+        """Commit ``batch`` and answer each loop once; on failure answer the error and re-raise."""
+        outcome: list[tuple[_Pending, bool, BaseException | None]]
+        failure: Exception | None = None
+        try:
+            with conn.begin():
+                new = set(inbox.store_arrivals(conn, [p.item for p in batch], self._now()))
+            self.thread_commits += 1
+            outcome = [(p, i in new, None) for i, p in enumerate(batch)]
+        except Exception as exc:
+            log.exception("inbox commit of %d events failed", len(batch))
+            outcome = [(p, False, exc) for p in batch]
+            failure = exc
+        loops = {id(p.loop): p.loop for p in batch}
+        for key, loop in loops.items():
+            mine = [(p.future, ok, exc) for p, ok, exc in outcome if id(p.loop) == key]
+            loop.call_soon_threadsafe(_resolve_all, mine)
+        if failure is not None:
+            raise failure
+
+
+def _locked(exc: BaseException) -> bool:
+    """SQLite's "database is locked" (another writer holds the lock): not a failure."""
+    return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
+
+
+def _resolve_all(results: list[Outcome]) -> None:
+    for future, value, exc in results:
+        if future.done():
+            continue
+        if exc is not None:
+            future.set_exception(exc)
+        else:
+            future.set_result(value)
