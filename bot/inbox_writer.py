@@ -82,6 +82,7 @@ class InboxWriter:
         self._checkpoint = False
         self._stopping = False
         self._thread: threading.Thread | None = None
+        self._started = False  # start() ran and stop() did not: checked per callback, cheaply
         #: Rows of the current loop iteration, committed or handed over by :meth:`_flush`.
         self._gathered: list[_Pending] = []
         self._loop_conn: Any = None  # sqlite3.Connection, see _loop_connection
@@ -91,10 +92,12 @@ class InboxWriter:
 
     def start(self) -> None:
         self._stopping = False
+        self._started = True
         self._thread = threading.Thread(target=self._run, name="inbox-writer", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
+        self._started = False
         if self._thread is not None:
             with self._lock:
                 self._stopping = True
@@ -109,7 +112,7 @@ class InboxWriter:
 
     async def store(self, item: inbox.Incoming) -> bool:
         """Commit ``item`` durably; True if it was new, False if its key was stored before."""
-        if not self.running:
+        if not self._started:
             raise RuntimeError("inbox writer is not running")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[bool] = loop.create_future()
@@ -121,6 +124,10 @@ class InboxWriter:
     def _flush(self) -> None:
         gathered, self._gathered = self._gathered, []
         if self.on_loop and self._commit_on_loop(gathered):
+            return
+        if not self.running:  # the thread died: answer 503 rather than never
+            error = RuntimeError("inbox writer is not running")
+            _resolve_all([(p.future, False, error) for p in gathered])
             return
         with self._lock:
             self._pending += gathered

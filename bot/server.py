@@ -118,8 +118,7 @@ class InboxWorker:
         self._last_arrival = asyncio.get_running_loop().time()
 
     def wake(self) -> None:
-        """A new event was stored."""
-        self.touch()
+        """A new event was stored (:meth:`touch` was called when its callback arrived)."""
         self._wake.set()
 
     async def _wait_for_a_pause(self) -> None:
@@ -340,11 +339,12 @@ class Server:
             raise CallbackRejectedError(400, f"missing query parameter(s): {', '.join(missing)}")
         return values
 
-    def _check_timestamp(self, timestamp: str) -> None:
+    def _check_timestamp(self, timestamp: str, now: datetime | None = None) -> None:
         if not timestamp.isdigit() or len(timestamp) > 12:
             raise CallbackRejectedError(400, "timestamp is not a Unix time")
         window = self.settings.timestamp_window_seconds
-        if window and abs(self.bot.clock.now().timestamp() - int(timestamp)) > window:
+        now = now or self.bot.clock.now()
+        if window and abs(now.timestamp() - int(timestamp)) > window:
             # A captured request replayed later, or a sender with a broken clock.
             raise CallbackRejectedError(403, "timestamp outside the accepted window")
 
@@ -390,19 +390,11 @@ class Server:
         self, request: web.Request, door: DoorRoute
     ) -> tuple[Admitted, inbox.Incoming]:
         signature, timestamp, nonce = self._query(request, "msg_signature", "timestamp", "nonce")
-        limit = self.settings.max_body_bytes
-        if request.content_length is not None and request.content_length > limit:
-            raise CallbackRejectedError(413, "body too large")
-        try:
-            raw = await request.content.read(limit + 1)
-        except Exception:
-            raise CallbackRejectedError(400, "unreadable body") from None
-        if len(raw) > limit:
-            raise CallbackRejectedError(413, "body too large")
-        self._check_timestamp(timestamp)
+        raw = await _read_body(request, self.settings.max_body_bytes)
+        received_at = self.bot.clock.now()
+        self._check_timestamp(timestamp, received_at)
         encrypted = _encrypted_field(raw, door.json_body)
         plaintext = door.crypto.decrypt(encrypted, signature, timestamp, nonce)
-        received_at = self.bot.clock.now()
         try:
             admitted = door.admit(plaintext, received_at)
         except DoorFormatError as exc:
@@ -440,6 +432,27 @@ class Server:
         with self.bot.db.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
             return set(MigrationContext.configure(conn).get_current_heads())
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    """The whole request body, or 413 past ``limit`` bytes (without reading on) and 400 when the
+    connection breaks. ``read(n)`` returns what has arrived, so a body split across TCP segments
+    takes several reads."""
+    if request.content_length is not None and request.content_length > limit:
+        raise CallbackRejectedError(413, "body too large")
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        while chunk := await request.content.read(limit + 1 - size):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                raise CallbackRejectedError(413, "body too large")
+    except CallbackRejectedError:
+        raise
+    except Exception:
+        raise CallbackRejectedError(400, "unreadable body") from None
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def _encrypted_field(raw: bytes, json_body: bool) -> str:

@@ -7,6 +7,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
+from urllib.parse import urlencode
 
 import aiohttp
 import pytest
@@ -14,6 +15,7 @@ import pytest
 from bot.clock import ManualClock
 from bot.doors import aibot, robot
 from bot.doors import app as app_door
+from bot.doors.crypto import signed_request
 from bot.doors.wire import store_form
 from bot.server import CALLBACKS
 from bot.simulate import (
@@ -147,6 +149,34 @@ async def test_robot_and_aibot_messages_count_once_after_the_answer(
         assert u1 is not None and (u1.messages, u1.checkins) == (1, 1)
         assert u2 is not None and u2.messages == 1
         assert CALLBACKS.value(door="robot", status="200") == before + 3
+
+
+async def test_a_body_split_across_tcp_segments_is_read_whole(database_url: str) -> None:
+    """WeCom's request may reach us in several segments; the route reads until the body ends
+    (a single read returns only what has arrived)."""
+    clock = ManualClock(NOW)
+    async with running(server_settings(database_url), clock) as srv:
+        ts = int(NOW.timestamp())
+        plaintext = robot_xml(GROUP_A, "u1", "@助手 #打卡 Day2", "split1")
+        params, body = signed_request(door_crypto("robot"), plaintext, ts, False)
+        payload = body.encode()
+        host, port = srv.url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        head = (
+            f"POST {PATHS['robot']}?{urlencode(params)} HTTP/1.1\r\nHost: {host}\r\n"
+            f"Content-Type: text/xml\r\nContent-Length: {len(payload)}\r\n"
+            "Connection: close\r\n\r\n"
+        )
+        writer.write(head.encode() + payload[:100])
+        await writer.drain()
+        await asyncio.sleep(0.05)  # the server reads the first part on its own
+        writer.write(payload[100:])
+        await writer.drain()
+        answer = await reader.read()
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+        await srv.settle()
+        assert await srv.raw_events() == 1
 
 
 async def test_app_member_events_become_joins_and_leaves(
