@@ -37,15 +37,24 @@ _DTD = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
 # The plain shape WeCom's callback documents have: an <xml> root whose children are leaves
 # (one CDATA section, or text without markup, references or CRs) or hold such leaves. Nothing
 # in that shape is read differently by an XML parser (no entities, no end-of-line or attribute
-# normalisation, no characters XML forbids), so :func:`parse_xml` reads it with one regular
-# expression; anything else, including any DTD, goes to ElementTree.
+# normalisation, no characters XML forbids), so :func:`parse_xml` reads it with regular
+# expressions; anything else, including any DTD, goes to ElementTree.
 _FORBIDDEN = "\x00-\x08\x0b\x0c\x0e-\x1f\r\ud800-\udfff\ufffe\uffff"
 _CDATA = rf"<!\[CDATA\[([^\]{_FORBIDDEN}]*+(?:\](?!\]>)[^\]{_FORBIDDEN}]*+)*+)\]\]>"
 _LEAF = rf"(?:{_CDATA}|([^<&\]{_FORBIDDEN}]*+))"
 _NAME = r"[A-Za-z_][A-Za-z0-9_.\-]*+"
 _WS = r"[ \t\n]*+"
-_CHILD = re.compile(rf"{_WS}<({_NAME})>{_LEAF}</\1>")
-_TOP = re.compile(rf"{_WS}<({_NAME})>(?:{_LEAF}|((?:{_WS}<({_NAME})>{_LEAF}</\5>)++{_WS}))</\1>")
+# One pass checks that the whole document has the plain shape (elements holding a leaf, or
+# holding elements that hold a leaf, with matching closing tags); a second lists its leaves and
+# tags in order. The second runs on a document the first accepted, so its leaf patterns only
+# need to find where each leaf ends, which single-character classes do fast.
+_SHAPE = re.compile(
+    rf"(?:{_WS}<({_NAME})>(?:{_LEAF}|(?:{_WS}<({_NAME})>{_LEAF}</\4>)++{_WS})</\1>)*+{_WS}"
+)
+_TOKEN = re.compile(
+    rf"<({_NAME})>(?:<!\[CDATA\[([^\]]*+(?:\](?!\]>)[^\]]*+)*+)\]\]>|([^<]*+))</\1>"
+    rf"|<({_NAME})>|</{_NAME}>"
+)
 
 
 def parse_xml(data: str | bytes) -> dict[str, Any]:
@@ -81,23 +90,20 @@ def parse_xml(data: str | bytes) -> dict[str, Any]:
 def _plain_shape(text: str) -> dict[str, Any] | None:
     """:func:`parse_xml`'s answer for a document of the plain shape, else None."""
     end = len(text) - 6
-    if end < 5 or not text.endswith("</xml>"):
+    if end < 5 or not text.endswith("</xml>") or _SHAPE.fullmatch(text, 5, end) is None:
         return None
     out: dict[str, Any] = {}
-    pos = 5
-    match = _TOP.match
-    while (m := match(text, pos, end)) is not None:
-        cdata, plain, children = m.group(2, 3, 4)
-        if children is None:
-            value: Any = cdata if cdata is not None else plain
+    current = out
+    # Each token is a leaf (its name, and its CDATA or its text: the other one is ""), an
+    # opening tag or a closing one; the shape check means they nest one level at most.
+    for leaf, cdata, plain, opened in _TOKEN.findall(text, 5, end):
+        if leaf:
+            _add(current, leaf, cdata or plain)
+        elif opened:
+            current = {}
+            _add(out, opened, current)
         else:
-            value = {}
-            for c in _CHILD.finditer(children):
-                _add(value, c.group(1), c.group(2) if c.group(2) is not None else c.group(3))
-        _add(out, m.group(1), value)
-        pos = m.end()
-    if text[pos:end].strip(" \t\n"):
-        return None
+            current = out
     return out
 
 
