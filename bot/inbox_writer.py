@@ -2,26 +2,27 @@
 the inbox (:mod:`storage.inbox`) and answers "was it new" once the row is committed, with group
 commit across concurrent callbacks.
 
-It commits in one of two places, behind one method (:meth:`InboxWriter.store`):
+It commits in one of three ways (:data:`Mode`), behind one method (:meth:`InboxWriter.store`):
 
-* **On the event loop, on SQLite.** The callbacks that reach the writer in one loop iteration
-  share one multi-row INSERT and one commit, on a connection of the writer's own. In WAL mode
-  with ``synchronous=NORMAL`` a commit is a write into the OS page cache (durable when the
-  process dies, not on power loss; see :mod:`storage.db`): tens of microseconds, less than
-  handing the rows to a thread costs (a wake-up, the GIL changing hands twice, and a loop
-  iteration to take the answer back). That connection never waits for a lock
-  (``busy_timeout=0``) and never checkpoints the WAL, which could block the loop: when the
-  database is locked (a processing transaction of this process suspended at an ``await``, or
-  another process writing) the batch goes to the thread instead, and the thread checkpoints
-  every :data:`CHECKPOINT_EVERY` commits.
-* **In a thread**, on PostgreSQL (a commit there waits for the server's disk) and as SQLite's
-  fallback. Each request's row is handed over with a future; the thread takes everything handed
-  over (after waiting ``delay_ms`` for more when it was idle), writes it in one transaction,
-  commits, and resolves the futures, one wake-up of each loop per commit. It keeps one
-  connection of its own: :meth:`storage.db.Database.unit_of_work`'s asyncio lock belongs to the
-  loop, and SQLite's busy timeout orders the two writers. The loop hands over the rows of one
-  iteration at once and wakes the thread only when it is idle (under load the thread finds the
-  next rows waiting when a commit ends).
+* **"loop": on the event loop, on SQLite.** The callbacks that reach the writer in one loop
+  iteration share one multi-row INSERT and one commit, on a sqlite3 connection of the writer's
+  own. In WAL mode with ``synchronous=NORMAL`` a commit is a write into the OS page cache
+  (durable when the process dies, not on power loss; see :mod:`storage.db`): tens of
+  microseconds, less than handing the rows to a thread costs (a wake-up, the GIL changing hands
+  twice, and a loop iteration to take the answer back; under load the thread also waited for the
+  GIL while the loop ran, which held every answer back by milliseconds). That connection never
+  waits for a lock (``busy_timeout=0``) and never checkpoints the WAL, which could block the
+  loop: when the database is locked (a processing transaction of this process suspended at an
+  ``await``, or another process writing) the batch goes to the thread instead, and the thread
+  checkpoints every :data:`CHECKPOINT_EVERY` commits.
+* **"async": on PostgreSQL, an asyncio psycopg connection on the loop.** A commit waits for the
+  server; while one is in flight the loop goes on answering, and the callbacks that arrive
+  meanwhile are committed together next.
+* **"thread"**, and SQLite's fallback. Each request's row is handed over with a future; the
+  thread takes everything handed over (after waiting ``delay_ms`` for more when it was idle),
+  writes it in one transaction, commits, and resolves the futures, one wake-up of each loop per
+  commit. It keeps one connection of its own, and SQLite's busy timeout orders it with the other
+  writers.
 """
 
 from __future__ import annotations
@@ -35,8 +36,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
+import psycopg
 from sqlalchemy import Connection
 
 from storage import inbox
@@ -58,6 +60,10 @@ class _Pending:
 
 Outcome = tuple[asyncio.Future[bool], bool, BaseException | None]
 
+#: Where the writer commits: "loop" (SQLite, on the event loop, with the thread as fallback),
+#: "async" (PostgreSQL, an asyncio connection on the loop), "thread" (always the thread).
+Mode = Literal["loop", "async", "thread"]
+
 
 class InboxWriter:
     """Commits raw events before their callbacks are answered (see the module docstring)."""
@@ -67,13 +73,13 @@ class InboxWriter:
         db: Database,
         now: Callable[[], datetime],
         delay_ms: int = 1,
-        on_loop: bool | None = None,
+        mode: Mode | None = None,
     ) -> None:
         self._db = db
         self._now = now
         self._delay = delay_ms / 1000
-        #: Commit on the event loop when the database allows it (SQLite); None: decide by dialect.
-        self.on_loop = db.dialect == "sqlite" if on_loop is None else on_loop
+        #: Where commits run (see :data:`Mode`); None: "loop" on SQLite, "async" otherwise.
+        self.mode: Mode = mode or ("loop" if db.dialect == "sqlite" else "async")
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         # Guarded by _lock: rows handed over, whether the thread waits, checkpoint/stop requests.
@@ -86,7 +92,12 @@ class InboxWriter:
         #: Rows of the current loop iteration, committed or handed over by :meth:`_flush`.
         self._gathered: list[_Pending] = []
         self._loop_conn: Any = None  # sqlite3.Connection, see _loop_connection
+        #: "async": rows waiting for the next commit, the task committing, its connection.
+        self._queued: list[_Pending] = []
+        self._committer: asyncio.Task[None] | None = None
+        self._async_conn: psycopg.AsyncConnection[Any] | None = None
         self.loop_commits = 0
+        self.async_commits = 0
         self.thread_commits = 0
         self.checkpoints = 0
 
@@ -121,9 +132,24 @@ class InboxWriter:
         self._gathered.append(_Pending(item, future, loop))
         return await future
 
+    async def aclose(self) -> None:
+        """Let an asynchronous commit in flight finish and close its connection (on the loop,
+        before :meth:`stop`)."""
+        if self._committer is not None:
+            await asyncio.wait([self._committer], timeout=10)
+        if self._async_conn is not None:
+            with contextlib.suppress(Exception):
+                await self._async_conn.close()
+            self._async_conn = None
+
     def _flush(self) -> None:
         gathered, self._gathered = self._gathered, []
-        if self.on_loop and self._commit_on_loop(gathered):
+        if self.mode == "async":
+            self._queued += gathered
+            if self._committer is None or self._committer.done():
+                self._committer = asyncio.get_running_loop().create_task(self._commit_async())
+            return
+        if self.mode == "loop" and self._commit_on_loop(gathered):
             return
         if not self.running:  # the thread died: answer 503 rather than never
             error = RuntimeError("inbox writer is not running")
@@ -188,6 +214,55 @@ class InboxWriter:
             with contextlib.suppress(Exception):
                 self._loop_conn.close()
             self._loop_conn = None
+
+    # -- asynchronously on the loop
+
+    async def _commit_async(self) -> None:
+        """Commit what is queued, batch after batch: callbacks that arrive while a commit is in
+        flight wait for the next one together (group commit without a thread)."""
+        while self._queued:
+            batch, self._queued = self._queued, []
+            try:
+                new = await self._insert_async([p.item for p in batch])
+            except Exception as exc:
+                log.exception("inbox commit of %d events failed", len(batch))
+                _resolve_all([(p.future, False, exc) for p in batch])
+                continue
+            self.async_commits += 1
+            _resolve_all([(p.future, i in new, None) for i, p in enumerate(batch)])
+
+    async def _insert_async(self, items: list[inbox.Incoming]) -> set[int]:
+        """Store ``items`` in one transaction; a broken connection is replaced and the batch
+        tried once more (a retry of a commit that did land stores nothing twice: the inbox key
+        is unique)."""
+        received = inbox.received_value(self._db.engine.dialect, self._now())
+        plan = inbox.ArrivalsInsert(items, "%s", received)
+        for attempt in range(2):
+            conn = await self._async_connection()
+            try:
+                returned: list[Any] = []
+                async with conn.transaction(), conn.cursor() as cursor:
+                    for sql, args in plan.statements:
+                        await cursor.execute(sql, args)
+                        returned += await cursor.fetchall()
+                return set(plan.new_indexes(returned))
+            except psycopg.OperationalError:
+                with contextlib.suppress(Exception):
+                    await conn.close()
+                self._async_conn = None
+                if attempt == 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _async_connection(self) -> psycopg.AsyncConnection[Any]:
+        if self._async_conn is None or self._async_conn.closed:
+            engine = self._db.engine
+            args, kwargs = engine.dialect.create_connect_args(engine.url)
+            kwargs.pop("context", None)  # SQLAlchemy's adapters, for its own connections
+            self._async_conn = await psycopg.AsyncConnection.connect(
+                *args, autocommit=True, **kwargs
+            )
+        return self._async_conn
 
     # -- in the thread
 

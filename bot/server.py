@@ -327,6 +327,7 @@ class Server:
         await asyncio.gather(*self.tasks, return_exceptions=True)
         if self.api is not None:
             await self.api.close()
+        await self.writer.aclose()
         await asyncio.to_thread(self.writer.stop)
 
     # -- checks shared by GET and POST

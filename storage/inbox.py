@@ -134,27 +134,39 @@ def insert_arrivals(
     """:func:`store_arrivals` on any DB-API cursor: ``execute`` runs a statement written with
     the parameter ``mark`` ("?" or "%s"), ``received`` is :func:`received_value`'s answer. The
     caller owns the transaction."""
-    if not items:
-        return []
-    first: dict[tuple[str, str], int] = {}
-    for i, item in enumerate(items):
-        first.setdefault((item.namespace, item.event_key), i)
-    keys = list(first.items())
-    inserted: list[tuple[str, str]] = []
-    for start in range(0, len(keys), _ARRIVALS_CHUNK):
-        chunk = keys[start : start + _ARRIVALS_CHUNK]
-        values = ", ".join([f"({mark}, {mark}, {mark}, {mark}, {mark}, NULL, NULL)"] * len(chunk))
-        params: list[object] = []
-        for (namespace, key), i in chunk:
-            params += (items[i].door, namespace, key, items[i].payload, received)
-        rows = execute(
-            "INSERT INTO raw_event (door, namespace, event_key, payload, received_at, "
-            f"processed_at, error) VALUES {values} "
-            "ON CONFLICT (namespace, event_key) DO NOTHING RETURNING namespace, event_key",
-            tuple(params),
-        )
-        inserted += [(r[0], r[1]) for r in rows]
-    return sorted(first[key] for key in inserted)
+    plan = ArrivalsInsert(items, mark, received)
+    return plan.new_indexes([row for sql, args in plan.statements for row in execute(sql, args)])
+
+
+class ArrivalsInsert:
+    """The statements that store ``items`` as unprocessed raw events, and how to read their
+    answer: for callers that run the statements themselves (:func:`insert_arrivals`, and the
+    inbox writer's asynchronous PostgreSQL connection)."""
+
+    def __init__(self, items: Sequence[Incoming], mark: str, received: object) -> None:
+        first: dict[tuple[str, str], int] = {}
+        for i, item in enumerate(items):
+            first.setdefault((item.namespace, item.event_key), i)
+        self._first = first
+        keys = list(first.items())
+        #: (sql, parameters) per chunk of rows; each returns the (namespace, key) it inserted.
+        self.statements: list[tuple[str, tuple[object, ...]]] = []
+        for start in range(0, len(keys), _ARRIVALS_CHUNK):
+            chunk = keys[start : start + _ARRIVALS_CHUNK]
+            row = f"({mark}, {mark}, {mark}, {mark}, {mark}, NULL, NULL)"
+            params: list[object] = []
+            for (namespace, key), i in chunk:
+                params += (items[i].door, namespace, key, items[i].payload, received)
+            sql = (
+                "INSERT INTO raw_event (door, namespace, event_key, payload, received_at, "
+                f"processed_at, error) VALUES {', '.join([row] * len(chunk))} "
+                "ON CONFLICT (namespace, event_key) DO NOTHING RETURNING namespace, event_key"
+            )
+            self.statements.append((sql, tuple(params)))
+
+    def new_indexes(self, returned: Sequence[Sequence[Any]]) -> list[int]:
+        """The indexes of the items that were new, from the rows the statements returned."""
+        return sorted(self._first[(r[0], r[1])] for r in returned)
 
 
 def pending(session: Session, limit: int) -> Sequence[RawEvent]:

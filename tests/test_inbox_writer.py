@@ -136,8 +136,8 @@ async def test_the_thread_checkpoints_the_wal_the_loop_leaves_alone(
 
 
 async def test_without_loop_commits_the_thread_does_all(sqlite_db: Database) -> None:
-    """PostgreSQL's way (``on_loop`` is off there): every commit from the thread."""
-    writer = InboxWriter(sqlite_db, lambda: NOW, delay_ms=0, on_loop=False)
+    """Every commit from the thread (the fallback's path, here on its own)."""
+    writer = InboxWriter(sqlite_db, lambda: NOW, delay_ms=0, mode="thread")
     writer.start()
     try:
         results = await asyncio.gather(*(writer.store(item(f"t{i % 3}")) for i in range(6)))
@@ -153,3 +153,54 @@ async def test_store_refuses_when_the_writer_is_stopped(sqlite_db: Database) -> 
     with pytest.raises(RuntimeError, match="not running"):
         await writer.store(item("x"))
     assert stored(sqlite_db) == []
+
+
+@pytest.fixture
+async def any_db(database_url: str) -> AsyncIterator[Database]:
+    db = Database(database_url)
+    db.upgrade()
+    yield db
+    db.dispose()
+
+
+def commits(writer: InboxWriter) -> int:
+    """Commits in the writer's own mode (the thread's are counted apart)."""
+    return writer.loop_commits if writer.mode == "loop" else writer.async_commits
+
+
+async def test_the_default_mode_groups_concurrent_callbacks(any_db: Database) -> None:
+    """SQLite commits on the loop, PostgreSQL on an asyncio connection; either way callbacks that
+    arrive together share a commit, duplicates are told apart, and no thread is involved."""
+    writer = InboxWriter(any_db, lambda: NOW)
+    assert writer.mode == ("loop" if any_db.dialect == "sqlite" else "async")
+    writer.start()
+    try:
+        first = await asyncio.gather(*(writer.store(item(f"g{i}")) for i in range(5)))
+        assert commits(writer) == 1
+        again = await asyncio.gather(writer.store(item("g2")), writer.store(item("g7")))
+    finally:
+        await writer.aclose()
+        writer.stop()
+    assert first == [True] * 5 and again == [False, True]
+    assert commits(writer) == 2 and writer.thread_commits == 0
+    rows = stored(any_db)
+    assert [key for key, _, _ in rows] == ["g0", "g1", "g2", "g3", "g4", "g7"]
+    assert {(payload, at) for _, payload, at in rows} == {('{"body":"打卡"}', NOW)}
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+async def test_postgresql_replaces_a_connection_the_server_dropped(any_db: Database) -> None:
+    writer = InboxWriter(any_db, lambda: NOW)
+    writer.start()
+    try:
+        assert await writer.store(item("before")) is True
+        conn = writer._async_conn
+        assert conn is not None
+        with any_db.engine.begin() as admin:  # the server ends the writer's session
+            admin.exec_driver_sql("SELECT pg_terminate_backend(%s)", (conn.info.backend_pid,))
+        assert await writer.store(item("after")) is True  # retried on a new connection
+        assert writer._async_conn is not conn
+    finally:
+        await writer.aclose()
+        writer.stop()
+    assert [key for key, _, _ in stored(any_db)] == ["before", "after"]
