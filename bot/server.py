@@ -443,12 +443,15 @@ async def _read_body(request: web.Request, limit: int) -> bytes:
         raise CallbackRejectedError(413, "body too large")
     chunks: list[bytes] = []
     size = 0
+    expected = request.content_length
     try:
         while chunk := await request.content.read(limit + 1 - size):
             chunks.append(chunk)
             size += len(chunk)
             if size > limit:
                 raise CallbackRejectedError(413, "body too large")
+            if size == expected:
+                break  # all of it: no read for the end of the stream
     except CallbackRejectedError:
         raise
     except Exception:

@@ -7,9 +7,8 @@ process. A retried or re-imported event hits the unique key and is dropped here.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Dialect, UniqueConstraint, select, update
 from sqlalchemy.orm import Session
@@ -35,9 +34,8 @@ class RawEvent(SQLModel, table=True):
     error: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Incoming:
-    """A raw event about to be stored."""
+class Incoming(NamedTuple):
+    """A raw event about to be stored (a tuple: one is made for every callback)."""
 
     door: str
     namespace: str

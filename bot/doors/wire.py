@@ -15,20 +15,19 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from json.encoder import encode_basestring
-from typing import Any
+from typing import Any, NamedTuple
 
 
 class DoorFormatError(ValueError):
     """A decrypted payload that is not a usable message or event; the text says why."""
 
 
-@dataclass(frozen=True, slots=True)
-class Admitted:
+class Admitted(NamedTuple):
     """What a callback route needs before its answer: the inbox de-duplication key (the message
-    id, or the stable key of an event) and, for events, the event's name ("" for messages)."""
+    id, or the stable key of an event) and, for events, the event's name ("" for messages). A
+    tuple: one is made for every callback."""
 
     key: str
     event: str = ""
