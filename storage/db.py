@@ -4,7 +4,7 @@ PostgreSQL by URL (SPEC §14). The schema is created and changed only by Alembic
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
@@ -95,26 +95,47 @@ class Database:
         return self._sessions()
 
     @contextmanager
-    def unit_of_work_sync(self) -> Iterator[UnitOfWork]:
-        """A unit of work for synchronous callers (CLI, exports); commits on success."""
+    def _open(self) -> Iterator[UnitOfWork]:
+        """A unit of work that the caller's block commits; rolled back if the block raises."""
         with self._sessions() as session:
             uow = UnitOfWork(session)
             try:
                 yield uow
-                uow.commit()
             except BaseException:
                 uow.rollback()
                 raise
 
+    @contextmanager
+    def unit_of_work_sync(self) -> Iterator[UnitOfWork]:
+        """A unit of work for synchronous callers (CLI, exports); commits on success."""
+        with self._open() as uow:
+            yield uow
+            uow.commit()
+
     @asynccontextmanager
-    async def unit_of_work(self) -> AsyncIterator[UnitOfWork]:
+    async def unit_of_work(
+        self, meanwhile: Callable[[], None] | None = None
+    ) -> AsyncIterator[UnitOfWork]:
         """A unit of work on the event loop; commits on success, rolls back on error.
 
         Inside it, await nothing that waits on I/O: the transaction stays open meanwhile.
+
+        ``meanwhile``, work that needs no database (the import door parses its next batch), runs
+        on this thread while a worker thread commits: the buffered writes, the database's commit
+        and any WAL checkpoint, which run mostly outside the GIL. It runs only when the block
+        succeeded, whether or not the commit then does; the lock is held until both are done.
         """
         async with self._lock:
-            with self.unit_of_work_sync() as uow:
+            with self._open() as uow:
                 yield uow
+                if meanwhile is None:
+                    uow.commit()
+                    return
+                committed = asyncio.get_running_loop().run_in_executor(None, uow.commit)
+                try:
+                    meanwhile()
+                finally:
+                    await committed
 
     def dispose(self) -> None:
         self.engine.dispose()
