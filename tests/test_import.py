@@ -167,3 +167,32 @@ def test_demo_simulates_the_cohort_end_to_end(tmp_path: Path) -> None:
     assert "王老师收到的每日摘要（共 8 天" in out and "### 潜水预警" in out
     assert re.search(r"里程碑：7 天 \d+ 人", out)
     assert "🏆 积分总榜" in out and "学习证据卡" in out
+
+
+async def test_a_failing_batch_does_not_stop_the_batches_after_it(app: App, tmp_path: Path) -> None:
+    """A batch fails in its handlers (before any commit) while the next batch is already due to
+    be read alongside its commit: every later batch is still read and imported."""
+    from bot.context import Context
+    from bot.dispatcher import Router
+    from bot.updates import Update
+
+    boom = Router("boom")
+
+    @boom.message()
+    async def explode(update: Update, ctx: Context) -> None:
+        if "炸" in update.text:
+            raise RuntimeError("handler exploded")
+
+    app.dispatcher.include(boom)
+    texts = ["好的", "炸弹", "收到", "明白", "谢谢", "加油", "#打卡 第3天"]
+    items = [
+        archive_text(GROUP_A, f"wmU{i % 2}", t, local(2026, 11, 3, 9 + i))
+        for i, t in enumerate(texts)
+    ]
+    path = tmp_path / "chat.jsonl"
+    path.write_text(jsonl(items), encoding="utf-8")
+    report = await import_file(app, path, batch_size=2)
+    assert (report.lines, report.imported, report.failed) == (7, 6, 1)
+    with app.db.session() as s:
+        total = s.scalar(select(func.sum(activity.DailyCounter.messages)))  # type: ignore[arg-type]
+    assert total == 6
