@@ -15,7 +15,7 @@ from bot.app import App
 from bot.importer import import_file
 from storage import activity, checkins
 from storage.inbox import RawEvent
-from tests.builders import archive_recall, archive_text, jsonl, local
+from tests.builders import archive_recall, archive_text, exploding_router, jsonl, local
 from tests.conftest import GROUP_A, base_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -172,18 +172,7 @@ def test_demo_simulates_the_cohort_end_to_end(tmp_path: Path) -> None:
 async def test_a_failing_batch_does_not_stop_the_batches_after_it(app: App, tmp_path: Path) -> None:
     """A batch fails in its handlers (before any commit) while the next batch is already due to
     be read alongside its commit: every later batch is still read and imported."""
-    from bot.context import Context
-    from bot.dispatcher import Router
-    from bot.updates import Update
-
-    boom = Router("boom")
-
-    @boom.message()
-    async def explode(update: Update, ctx: Context) -> None:
-        if "炸" in update.text:
-            raise RuntimeError("handler exploded")
-
-    app.dispatcher.include(boom)
+    app.dispatcher.include(exploding_router())
     texts = ["好的", "炸弹", "收到", "明白", "谢谢", "加油", "#打卡 第3天"]
     items = [
         archive_text(GROUP_A, f"wmU{i % 2}", t, local(2026, 11, 3, 9 + i))

@@ -12,13 +12,12 @@ from sqlalchemy import func, inspect, select
 from bot.app import App
 from bot.clock import ManualClock
 from bot.config import Settings
-from bot.context import Context
 from bot.maintenance import purge_old_text
 from bot.updates import Update
 from storage import activity, inbox, messages, roster
 from storage.db import Database
 from storage.inbox import Incoming, RawEvent
-from tests.builders import archive_text, local, pair
+from tests.builders import archive_text, exploding_router, local, pair
 from tests.conftest import GROUP_A
 
 
@@ -167,16 +166,7 @@ async def test_retention_blanks_old_text_and_keeps_counters(app: App, clock: Man
 
 
 async def test_one_failing_update_does_not_sink_its_batch(app: App) -> None:
-    from bot.dispatcher import Router
-
-    boom = Router("boom")
-
-    @boom.message()
-    async def explode(update: Update, ctx: Context) -> None:
-        if "炸" in update.text:
-            raise RuntimeError("handler exploded")
-
-    app.dispatcher.include(boom)
+    app.dispatcher.include(exploding_router())
     items = [
         archive_text(GROUP_A, "wmU1", t, local(2026, 11, 3, 9 + i))
         for i, t in enumerate(["好的", "炸弹", "#打卡 第2天"])
