@@ -93,14 +93,22 @@ async def _import(app: App, path: Path, batch_size: int) -> ImportReport:
     batch = list(islice(lines, batch_size))
     while batch:
         following: list[tuple[Update, str]] = []
+        unreadable: list[BaseException] = []
 
-        def read_next(into: list[tuple[Update, str]] = following) -> None:
-            into.extend(islice(lines, batch_size))
+        def read_next(
+            into: list[tuple[Update, str]] = following, failed: list[BaseException] = unreadable
+        ) -> None:
+            try:
+                into.extend(islice(lines, batch_size))
+            except BaseException as exc:  # raised below, once this batch is safely committed
+                failed.append(exc)
 
         # The next batch is parsed while this one commits (one batch ahead, no more).
         result = await app.pipeline.ingest(batch, meanwhile=read_next)
         report.imported += result.new
         report.duplicates += result.duplicates
         report.failed += result.failed
+        if unreadable:
+            raise unreadable[0]
         batch = following
     return report

@@ -84,6 +84,7 @@ class Pipeline:
 
         ``meanwhile`` runs exactly once, overlapping the batch's commit when it can (see
         :meth:`storage.db.Database.unit_of_work`): the import door reads its next batch there.
+        It must not raise (an exception from it would count as the batch failing).
         """
         items = [_incoming(u, payload) for u, payload in batch]
         pending = [meanwhile] if meanwhile is not None else []

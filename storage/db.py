@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
@@ -88,6 +89,13 @@ class Database:
         self.engine = make_engine(self.url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._lock = asyncio.Lock()
+        self._commit_thread: ThreadPoolExecutor | None = None
+
+    def _committer(self) -> ThreadPoolExecutor:
+        """The worker thread that commits a unit of work given ``meanwhile`` work."""
+        if self._commit_thread is None:
+            self._commit_thread = ThreadPoolExecutor(1, thread_name_prefix="commit")
+        return self._commit_thread
 
     @property
     def dialect(self) -> str:
@@ -139,11 +147,17 @@ class Database:
                 if meanwhile is None:
                     uow.commit()
                     return
-                committed = asyncio.get_running_loop().run_in_executor(None, uow.commit)
+                committed = self._committer().submit(uow.commit)
                 try:
                     meanwhile()
                 finally:
-                    await committed
+                    # Waited for on this thread, as a plain commit is: nothing (a cancelled
+                    # import, Ctrl-C) can roll the session back while the worker commits it.
+                    wait([committed])
+                committed.result()
 
     def dispose(self) -> None:
+        if self._commit_thread is not None:
+            self._commit_thread.shutdown()
+            self._commit_thread = None
         self.engine.dispose()
