@@ -10,6 +10,7 @@ import gc
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 
 from bot.app import App
@@ -88,19 +89,26 @@ async def import_file(app: App, path: str | Path, batch_size: int = BATCH) -> Im
 
 async def _import(app: App, path: Path, batch_size: int) -> ImportReport:
     report = ImportReport()
-    batch: list[tuple[Update, str]] = []
+    lines = _read(path, report)
+    batch = list(islice(lines, batch_size))
+    while batch:
+        following: list[tuple[Update, str]] = []
+        unreadable: list[BaseException] = []
 
-    async def flush() -> None:
-        result = await app.pipeline.ingest(batch)
+        def read_next(
+            into: list[tuple[Update, str]] = following, failed: list[BaseException] = unreadable
+        ) -> None:
+            try:
+                into.extend(islice(lines, batch_size))
+            except BaseException as exc:  # raised below, once this batch is safely committed
+                failed.append(exc)
+
+        # The next batch is parsed while this one commits (one batch ahead, no more).
+        result = await app.pipeline.ingest(batch, meanwhile=read_next)
         report.imported += result.new
         report.duplicates += result.duplicates
         report.failed += result.failed
-        batch.clear()
-
-    for pair in _read(path, report):
-        batch.append(pair)
-        if len(batch) >= batch_size:
-            await flush()
-    if batch:
-        await flush()
+        if unreadable:
+            raise unreadable[0]
+        batch = following
     return report

@@ -77,17 +77,31 @@ class Pipeline:
     async def _dispatch(self, uow: UnitOfWork, update: Update) -> None:
         await self.dispatcher.feed(update, self.context(uow, update))
 
-    async def ingest(self, batch: Sequence[tuple[Update, str]]) -> IngestResult:
-        """Store ``(update, raw payload)`` pairs and process the new ones, atomically."""
+    async def ingest(
+        self, batch: Sequence[tuple[Update, str]], meanwhile: Callable[[], None] | None = None
+    ) -> IngestResult:
+        """Store ``(update, raw payload)`` pairs and process the new ones, atomically.
+
+        ``meanwhile`` runs exactly once, overlapping the batch's commit when it can (see
+        :meth:`storage.db.Database.unit_of_work`): the import door reads its next batch there.
+        It must not raise (an exception from it would count as the batch failing).
+        """
         items = [_incoming(u, payload) for u, payload in batch]
+        pending = [meanwhile] if meanwhile is not None else []
+
+        def once() -> None:
+            while pending:
+                pending.pop()()
+
         try:
-            async with self.db.unit_of_work() as uow:
+            async with self.db.unit_of_work(once if pending else None) as uow:
                 new = inbox.store_new(uow.writer, items, self.clock.now(), processed=True)
                 for i in new:
                     await self._dispatch(uow, batch[i][0])
             return IngestResult(new=len(new), duplicates=len(batch) - len(new))
         except Exception:
             log.exception("batch of %d failed; retrying one update at a time", len(batch))
+        once()
         result = IngestResult()
         for (update, _payload), item in zip(batch, items, strict=True):
             try:

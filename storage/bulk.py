@@ -13,10 +13,11 @@ ORM's would be; only the Python around it is skipped.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import suppress
 from datetime import date
 from typing import Any
 
-from sqlalchemy import Date
+from sqlalchemy import Date, event
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import ClauseElement
@@ -215,6 +216,30 @@ class BulkStatement(_Statement):
         return out
 
 
+#: Where :func:`_cursor` keeps a session's DBAPI cursor and dialect for its current transaction.
+_CURSOR = "storage.bulk.cursor"
+
+
+def _cursor(session: Session) -> tuple[Any, Dialect]:
+    """The DBAPI cursor :class:`Prepared` statements share within the session's transaction, and
+    the session's dialect: asking SQLAlchemy for the connection costs more than a small statement
+    (it is looked up once per transaction; :func:`_forget_cursor` drops it when that ends)."""
+    found: tuple[Any, Dialect] | None = session.info.get(_CURSOR)
+    if found is None:
+        cursor = session.connection().connection.cursor()
+        found = session.info[_CURSOR] = (cursor, session.get_bind().dialect)
+    return found
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_cursor(session: Session, _transaction: Any) -> None:
+    found = session.info.pop(_CURSOR, None)
+    if found is not None:
+        # The connection may be closed by now (a pool's overflow connection is, on release).
+        with suppress(Exception):
+            found[0].close()
+
+
 class Prepared(_Statement):
     """A statement run once with named parameters (``keys``); returns its rows, if any.
 
@@ -223,14 +248,11 @@ class Prepared(_Statement):
     """
 
     def all(self, session: Session, **params: Any) -> list[Row]:
-        c = self._compile(session)
         session.flush()
-        cursor = session.connection().connection.cursor()
-        try:
-            cursor.execute(c.sql, c.build(params))
-            return c.rows(cursor) if cursor.description else []
-        finally:
-            cursor.close()
+        cursor, dialect = _cursor(session)
+        c = self._compiled.get(dialect.name) or self._compile(session)
+        cursor.execute(c.sql, c.build(params))
+        return c.rows(cursor) if cursor.description else []
 
     def first(self, session: Session, **params: Any) -> Row | None:
         rows = self.all(session, **params)
@@ -242,14 +264,11 @@ class Prepared(_Statement):
 
     def run(self, session: Session, **params: Any) -> int:
         """Execute a statement that returns no rows; return how many rows it changed."""
-        c = self._compile(session)
         session.flush()
-        cursor = session.connection().connection.cursor()
-        try:
-            cursor.execute(c.sql, c.build(params))
-            return int(cursor.rowcount)
-        finally:
-            cursor.close()
+        cursor, dialect = _cursor(session)
+        c = self._compiled.get(dialect.name) or self._compile(session)
+        cursor.execute(c.sql, c.build(params))
+        return int(cursor.rowcount)
 
 
 def fetch_all(session: Session, stmt: ClauseElement) -> list[Any]:

@@ -4,7 +4,8 @@ PostgreSQL by URL (SPEC §14). The schema is created and changed only by Alembic
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,8 @@ from storage.uow import UnitOfWork
 MIGRATIONS = Path(__file__).with_name("migrations")
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 SQLITE_CACHE_KIB = 16_384
+#: WAL pages after which a commit copies the WAL back into the database (SQLite's default: 1,000).
+SQLITE_WAL_CHECKPOINT_PAGES = 10_000
 
 
 def normalize_url(url: str) -> str:
@@ -51,6 +54,12 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # 16 MiB of page cache (the default is 2 MiB): ingest updates indexes all over the file, and
     # every page that falls out of the cache is read back with a system call.
     cursor.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
+    # An import batch dirties a few thousand index pages, and the next batch mostly the same
+    # ones: checkpointing every ~40 MB instead of every 4 MB copies each page back once per
+    # several batches, not once per batch (100,000 imported messages: ~0.6 s less CPU). A
+    # checkpoint only moves committed pages from the WAL to the database file, so how often it
+    # runs changes nothing about what survives a crash.
+    cursor.execute(f"PRAGMA wal_autocheckpoint={SQLITE_WAL_CHECKPOINT_PAGES}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
 
@@ -80,6 +89,13 @@ class Database:
         self.engine = make_engine(self.url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._lock = asyncio.Lock()
+        self._commit_thread: ThreadPoolExecutor | None = None
+
+    def _committer(self) -> ThreadPoolExecutor:
+        """The worker thread that commits a unit of work given ``meanwhile`` work."""
+        if self._commit_thread is None:
+            self._commit_thread = ThreadPoolExecutor(1, thread_name_prefix="commit")
+        return self._commit_thread
 
     @property
     def dialect(self) -> str:
@@ -95,26 +111,53 @@ class Database:
         return self._sessions()
 
     @contextmanager
-    def unit_of_work_sync(self) -> Iterator[UnitOfWork]:
-        """A unit of work for synchronous callers (CLI, exports); commits on success."""
+    def _open(self) -> Iterator[UnitOfWork]:
+        """A unit of work that the caller's block commits; rolled back if the block raises."""
         with self._sessions() as session:
             uow = UnitOfWork(session)
             try:
                 yield uow
-                uow.commit()
             except BaseException:
                 uow.rollback()
                 raise
 
+    @contextmanager
+    def unit_of_work_sync(self) -> Iterator[UnitOfWork]:
+        """A unit of work for synchronous callers (CLI, exports); commits on success."""
+        with self._open() as uow:
+            yield uow
+            uow.commit()
+
     @asynccontextmanager
-    async def unit_of_work(self) -> AsyncIterator[UnitOfWork]:
+    async def unit_of_work(
+        self, meanwhile: Callable[[], None] | None = None
+    ) -> AsyncIterator[UnitOfWork]:
         """A unit of work on the event loop; commits on success, rolls back on error.
 
         Inside it, await nothing that waits on I/O: the transaction stays open meanwhile.
+
+        ``meanwhile``, work that needs no database (the import door parses its next batch), runs
+        on this thread while a worker thread commits: the buffered writes, the database's commit
+        and any WAL checkpoint, which run mostly outside the GIL. It runs only when the block
+        succeeded, whether or not the commit then does; the lock is held until both are done.
         """
         async with self._lock:
-            with self.unit_of_work_sync() as uow:
+            with self._open() as uow:
                 yield uow
+                if meanwhile is None:
+                    uow.commit()
+                    return
+                committed = self._committer().submit(uow.commit)
+                try:
+                    meanwhile()
+                finally:
+                    # Waited for on this thread, as a plain commit is: nothing (a cancelled
+                    # import, Ctrl-C) can roll the session back while the worker commits it.
+                    wait([committed])
+                committed.result()
 
     def dispose(self) -> None:
+        if self._commit_thread is not None:
+            self._commit_thread.shutdown()
+            self._commit_thread = None
         self.engine.dispose()

@@ -4,7 +4,7 @@ can be read back (reviews, recaps). Text is blanked after the retention period; 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 from sqlalchemy import Index, UniqueConstraint, select, update
 from sqlalchemy.orm import Session
@@ -19,7 +19,7 @@ class Message(SQLModel, table=True):
     __tablename__ = "message"
     __table_args__ = (
         UniqueConstraint("namespace", "msg_id", name="uq_message_key"),
-        Index("ix_message_chat_sender_day", "chat_id", "sender_id", "day"),
+        # The one index besides the key (migration 0710): every import writes it.
         Index("ix_message_chat_sent", "chat_id", "sent_at"),
     )
     id: int | None = Field(default=None, primary_key=True)
@@ -50,10 +50,15 @@ def of_member_on_day(
     session: Session, chat_id: str, sender_id: str, day: date
 ) -> Sequence[Message]:
     """A member's messages in a group on one learning day, oldest first, without recalled ones."""
+    # A learning day lies within [day - 1, day + 3) in UTC whatever the timezone (UTC-12..+14)
+    # and day start hour (0..23): the bounds let the (chat_id, sent_at) index find it.
+    midnight = datetime(day.year, day.month, day.day, tzinfo=UTC)
     stmt = (
         select(Message)
         .where(
             col(Message.chat_id) == chat_id,
+            col(Message.sent_at) >= midnight - timedelta(days=1),
+            col(Message.sent_at) < midnight + timedelta(days=3),
             col(Message.sender_id) == sender_id,
             col(Message.day) == day,
             col(Message.recalled).is_(False),

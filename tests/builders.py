@@ -8,6 +8,8 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from bot.context import Context
+from bot.dispatcher import Router
 from bot.doors.archive import parse_item
 from bot.updates import Door, Update
 
@@ -72,3 +74,16 @@ def pair(item: dict[str, Any], door: Door = Door.IMPORT) -> tuple[Update, str]:
 
 def jsonl(items: list[dict[str, Any]]) -> str:
     return "".join(json.dumps(i, ensure_ascii=False) + "\n" for i in items)
+
+
+def exploding_router() -> Router:
+    """A router whose handler raises for every message containing 炸: a handler failure on demand
+    (include it in an app's dispatcher)."""
+    boom = Router("boom")
+
+    @boom.message()
+    async def explode(update: Update, ctx: Context) -> None:
+        if "炸" in update.text:
+            raise RuntimeError("handler exploded")
+
+    return boom

@@ -6,16 +6,18 @@ import json
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
+import pytest
 from sqlalchemy import func, select
 
 from bot.app import App
 from bot.importer import import_file
 from storage import activity, checkins
 from storage.inbox import RawEvent
-from tests.builders import archive_recall, archive_text, jsonl, local
+from tests.builders import archive_recall, archive_text, exploding_router, jsonl, local, pair
 from tests.conftest import GROUP_A, base_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -167,3 +169,45 @@ def test_demo_simulates_the_cohort_end_to_end(tmp_path: Path) -> None:
     assert "王老师收到的每日摘要（共 8 天" in out and "### 潜水预警" in out
     assert re.search(r"里程碑：7 天 \d+ 人", out)
     assert "🏆 积分总榜" in out and "学习证据卡" in out
+
+
+async def test_a_failing_batch_does_not_stop_the_batches_after_it(app: App, tmp_path: Path) -> None:
+    """A batch fails in its handlers (before any commit) while the next batch is already due to
+    be read alongside its commit: every later batch is still read and imported."""
+    app.dispatcher.include(exploding_router())
+    texts = ["好的", "炸弹", "收到", "明白", "谢谢", "加油", "#打卡 第3天"]
+    items = [
+        archive_text(GROUP_A, f"wmU{i % 2}", t, local(2026, 11, 3, 9 + i))
+        for i, t in enumerate(texts)
+    ]
+    path = tmp_path / "chat.jsonl"
+    path.write_text(jsonl(items), encoding="utf-8")
+    report = await import_file(app, path, batch_size=2)
+    assert (report.lines, report.imported, report.failed) == (7, 6, 1)
+    with app.db.session() as s:
+        total = s.scalar(select(func.sum(activity.DailyCounter.messages)))  # type: ignore[arg-type]
+    assert total == 6
+
+
+async def test_a_read_error_after_a_batch_raises_once_that_batch_is_committed(
+    app: App, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The next batch is read while this one commits; a read error there (the disk, not a bad
+    line) still stops the import with that error, after the batch before it is committed."""
+    from bot import importer
+    from bot.updates import Update
+
+    items = [archive_text(GROUP_A, "wmU1", f"第{i}条", local(2026, 11, 3, 9 + i)) for i in range(3)]
+
+    def failing_read(path: Path, report: importer.ImportReport) -> Iterator[tuple[Update, str]]:
+        for item in items:
+            report.lines += 1
+            yield pair(item)
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(importer, "_read", failing_read)
+    with pytest.raises(OSError, match="disk gone"):
+        await import_file(app, tmp_path / "chat.jsonl", batch_size=2)
+    with app.db.session() as s:
+        row = activity.day_of(s, GROUP_A, "wmU1", date(2026, 11, 3))
+    assert row is not None and row.messages == 2  # the first batch; the third line was not

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import json
 from datetime import date, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, inspect, select
 
 from bot.app import App
 from bot.clock import ManualClock
 from bot.config import Settings
-from bot.context import Context
 from bot.maintenance import purge_old_text
 from bot.updates import Update
 from storage import activity, inbox, messages, roster
 from storage.db import Database
 from storage.inbox import Incoming, RawEvent
-from tests.builders import archive_text, local, pair
+from tests.builders import archive_text, exploding_router, local, pair
 from tests.conftest import GROUP_A
 
 
@@ -165,16 +166,7 @@ async def test_retention_blanks_old_text_and_keeps_counters(app: App, clock: Man
 
 
 async def test_one_failing_update_does_not_sink_its_batch(app: App) -> None:
-    from bot.dispatcher import Router
-
-    boom = Router("boom")
-
-    @boom.message()
-    async def explode(update: Update, ctx: Context) -> None:
-        if "炸" in update.text:
-            raise RuntimeError("handler exploded")
-
-    app.dispatcher.include(boom)
+    app.dispatcher.include(exploding_router())
     items = [
         archive_text(GROUP_A, "wmU1", t, local(2026, 11, 3, 9 + i))
         for i, t in enumerate(["好的", "炸弹", "#打卡 第2天"])
@@ -259,3 +251,75 @@ async def test_two_replicas_never_process_one_inbox_row(
 async def _pending(app: App) -> bool:
     with app.db.session() as s:
         return bool(inbox.pending(s, 1))
+
+
+def test_a_members_day_is_found_at_the_far_ends_of_the_timezones(app: App) -> None:
+    """of_member_on_day bounds sent_at by the learning day: a day's first message in UTC+14
+    (day start 00:00) and its last in UTC-12 (day start 23:00) are both inside the bounds."""
+    day = date(2026, 11, 3)
+    first = local(2026, 11, 3, 0, 1, tz=ZoneInfo("Pacific/Kiritimati"))  # 11-02 10:01 UTC
+    last = local(2026, 11, 4, 22, 59, tz=ZoneInfo("Etc/GMT+12"))  # 11-05 10:59 UTC
+    with app.db.unit_of_work_sync() as uow:
+        for msgid, at, on in (("m1", first, day), ("m2", last, day)):
+            uow.activity.add_message(
+                {
+                    "namespace": "archive",
+                    "msg_id": msgid,
+                    "chat_id": GROUP_A,
+                    "sender_id": "wmU1",
+                    "sent_at": at,
+                    "day": on,
+                    "msg_type": "text",
+                    "text": "x",
+                    "chars": 1,
+                    "homework": False,
+                    "quoted_msg_id": None,
+                    "recalled": False,
+                }
+            )
+    with app.db.session() as s:
+        found = messages.of_member_on_day(s, GROUP_A, "wmU1", day)
+    assert [m.msg_id for m in found] == ["m1", "m2"]
+
+
+async def test_meanwhile_runs_once_while_the_commit_runs_or_fails(app: App) -> None:
+    ran: list[str] = []
+    async with app.db.unit_of_work(meanwhile=lambda: ran.append("read")) as uow:
+        uow.activity.add_member("wmU1", "", "external")
+        uow.activity.count((GROUP_A, "wmU1", date(2026, 11, 3)), messages=1)
+    assert ran == ["read"]
+    with app.db.session() as s:
+        assert activity.day_of(s, GROUP_A, "wmU1", date(2026, 11, 3)) is not None
+
+    failing = [
+        archive_text(GROUP_A, "wmU1", "好的", local(2026, 11, 3, 9)),
+        archive_text(GROUP_A, "wmU2", "好的", local(2026, 11, 3, 10)),
+    ]
+    original = app.db._sessions
+    broken: list[bool] = []
+
+    def first_commit_fails() -> Any:
+        session = original()
+        if not broken:  # the batch's unit of work; the one-by-one retries commit normally
+            broken.append(True)
+
+            def commit() -> None:
+                raise RuntimeError("disk gone")
+
+            session.commit = commit  # type: ignore[method-assign]
+        return session
+
+    app.db._sessions = first_commit_fails  # type: ignore[method-assign]
+    try:
+        result = await app.pipeline.ingest(
+            [pair(i) for i in failing], meanwhile=lambda: ran.append("again")
+        )
+    finally:
+        app.db._sessions = original  # type: ignore[method-assign]
+    # The batch's commit failed after the next batch was read (once); the batch was then
+    # stored and processed one update at a time.
+    assert ran == ["read", "again"]
+    assert (result.new, result.failed) == (2, 0)
+    with app.db.session() as s:
+        row = activity.day_of(s, GROUP_A, "wmU2", date(2026, 11, 3))
+    assert row is not None and row.messages == 1
