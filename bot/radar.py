@@ -13,8 +13,10 @@ evening check-ins).
 
 from __future__ import annotations
 
+import gc
 import statistics
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from enum import StrEnum
@@ -387,6 +389,27 @@ def _local_day(at: datetime | None, cohort: CohortSettings) -> date | None:
     return None if at is None else learning_day(at, cohort.timezone, cohort.day_start_hour)
 
 
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """Pause automatic cyclic garbage collection during a pass over every learner (also as a
+    decorator, ``@collector_paused()``).
+
+    A nightly pass over 200,000 learners allocates about a million objects that live until it
+    ends (rows, results, flag states, digest lines); the collector, triggered by allocations,
+    walked them again and again (about a second at 1,000 groups). Nothing is lost: collection
+    resumes afterwards, and a pass nested in another leaves the outer one's state alone.
+    """
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+@collector_paused()
 def evaluate(
     session: Session,
     settings: Settings,

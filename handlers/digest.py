@@ -31,6 +31,7 @@ from bot.radar import (
     GroupRadar,
     MemberRisk,
     Stage,
+    collector_paused,
     evaluate,
     stage_of,
 )
@@ -305,6 +306,7 @@ def _stage_label(code: str) -> str:
     return STAGE_LABELS[Stage(code)] if code in Stage._value2member_map_ else code
 
 
+@collector_paused()
 def group_digests(
     session: Session,
     settings: Settings,
