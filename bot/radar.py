@@ -511,24 +511,28 @@ def evaluate(
         gr.reviewers_today = reviewers[:5]
         group_limit = chars3 * volume_ratio
         for r in members:
-            mm = r.message_mask
-            cm = r.checkin_mask
+            # One unpacking instead of a dozen attribute reads (200,000 learners a night).
+            (_, member_id, _, _, _, joined_at, _, _, intro, mm, cm, recent, before, _, chars_today,
+             _) = r  # fmt: skip
             am = mm | cm
-            joined = joined_days.get(r.joined_at)
+            joined = joined_days.get(joined_at)
             if joined is None:
-                joined = _local_day(store.as_datetime(r.joined_at), cohort) or cohort.start_date
-                joined_days[r.joined_at] = joined
-            key = (chat_id, r.member_id)
-            state = flags.get(key)
-            nudge = latest.get(key)
-            prog = progress.get(r.member_id)
+                joined = _local_day(store.as_datetime(joined_at), cohort) or cohort.start_date
+                joined_days[joined_at] = joined
+            if flags or latest:
+                key = (chat_id, member_id)
+                state = flags.get(key)
+                nudge = latest.get(key)
+            else:  # the first night, or a cohort nobody was ever flagged or nudged in
+                state = nudge = None
+            prog = progress.get(member_id) if progress else None
             fine = (
                 fast_ok
                 and (state is None or not state.flagged)
                 and mm & silence_bits
                 and (cm & 1 or ((cm >> 1) & 7).bit_count() >= drop_need)
                 and cm & 3
-                and r.intro_done
+                and intro
                 and (nudge is None or nudge.worked is not False)
                 and prog is None
             )
@@ -539,11 +543,11 @@ def evaluate(
                     present = (today - max(cohort.start_date, joined)).days + 1
                     known = presence[joined] = (present, min(present, store.WINDOW_DAYS) - 4)
                 if known[0] >= 4:
-                    if known[1] >= 3 and r.chars_before > 0:
-                        limit = r.chars_before / known[1] * volume_ratio
+                    if known[1] >= 3 and before > 0:
+                        limit = before / known[1] * volume_ratio
                     else:
                         limit = group_limit
-                    fine = not (r.chars_recent / 3 < limit and r.chars_today < limit)
+                    fine = not (recent / 3 < limit and chars_today < limit)
             if fine:
                 # Clearly fine (none of the eight signals can fire): skip the full rules.
                 quiet = (mm & -mm).bit_length() - 1
@@ -578,11 +582,11 @@ def evaluate(
             streak = cm if cm & 1 else cm >> 1
             risk = MemberRisk(
                 chat_id,
-                r.member_id,
+                member_id,
                 r.name,
                 r.kind,
                 r.owner_userid,
-                stage_for(r.member_id),
+                stage_for(member_id),
                 level,
                 fired,
                 quiet,
@@ -606,7 +610,7 @@ def evaluate(
                     to_save.append(
                         {
                             "chat_id": chat_id,
-                            "member_id": r.member_id,
+                            "member_id": member_id,
                             "day": today,
                             "flagged": flagged,
                             "prev_flagged": prev,
