@@ -264,6 +264,51 @@ class Baselines:
     chars_per_day3: float  # median meaningful chars per day over those 3 days
 
 
+# The explanations of the common signals depend on a few small numbers: each distinct one is
+# formatted once (a nightly pass fires about 200,000 signals). Fired is frozen, so sharing is safe.
+
+
+@lru_cache(maxsize=256)
+def _silence(days_quiet: int) -> Fired:
+    return Fired(Signal.SILENCE, f"已经{days_quiet}天没有在群里发言")
+
+
+@lru_cache(maxsize=4096)
+def _checkin_drop(recent: int, prev_days: int, prev: int, ratio: float) -> Fired | None:
+    """Signal 2 against the learner's own previous ``prev_days`` (``prev`` check-ins)."""
+    rate3 = recent / 3
+    base = prev / prev_days
+    if base > 0 and rate3 < base * ratio:
+        return Fired(
+            Signal.CHECKIN_DROP, f"近3天打卡率{rate3:.0%}，明显低于之前{prev_days}天的{base:.0%}"
+        )
+    return None
+
+
+@lru_cache(maxsize=4096)
+def _checkin_drop_group(recent: int, base: float, ratio: float) -> Fired | None:
+    """Signal 2 against the group's check-in rate (too little own history)."""
+    rate3 = recent / 3
+    if base > 0 and rate3 < base * ratio:
+        return Fired(Signal.CHECKIN_DROP, f"近3天打卡率{rate3:.0%}，明显低于本群同期平均{base:.0%}")
+    return None
+
+
+@lru_cache(maxsize=4096)
+def _streak_broken(run: int, last: date) -> Fired:
+    return Fired(Signal.STREAK_BROKEN, f"连续打卡{run}天后中断（最后一次在{_month_day(last)}）")
+
+
+@lru_cache(maxsize=256)
+def _no_checkin(missed: int) -> Fired:
+    return Fired(Signal.NO_CHECKIN, f"已经连续{missed}天没有打卡")
+
+
+@lru_cache(maxsize=1024)
+def _no_intro(present: int) -> Fired:
+    return Fired(Signal.NO_INTRO, f"入群{present}天还没有做自我介绍")
+
+
 def signals_of(
     agg: Learner,
     row: Learner,
@@ -282,12 +327,14 @@ def signals_of(
     running = 1 <= n <= cohort.length_days
     eff = max(cohort.start_date, joined_day)
     present = (today - eff).days + 1  # days in the cohort so far, today included
-    active_today = _bit(agg.active_mask, 0)
-    checked_today = _bit(agg.checkin_mask, 0)
+    cm = agg.checkin_mask
+    mm = agg.message_mask
+    active_today = (mm | cm) & 1
+    checked_today = cm & 1
 
     # Days quiet: since the last message (today counts as 0).
     days_quiet = present
-    latest_msg = _lowest(agg.message_mask)
+    latest_msg = _lowest(mm)
     if latest_msg is not None and latest_msg < present:
         days_quiet = latest_msg
     elif last_seen_day is not None and last_seen_day >= eff:
@@ -296,42 +343,41 @@ def signals_of(
 
     # 1. No message for N days while the cohort runs.
     if running and days_quiet >= rules.silence_days and not active_today:
-        fired.append(Fired(Signal.SILENCE, f"已经{days_quiet}天没有在群里发言"))
+        fired.append(_silence(days_quiet))
 
     full3 = present >= 4  # the 3 completed days before today are all inside the cohort
     if running and full3 and not checked_today:
         # 2. Check-in rate of the last 3 days below half of the learner's previous 7 days.
-        rate3 = _count(agg.checkin_mask, 1, 3) / 3
         prev_days = min(7, present - 4)
         if prev_days >= 3:
-            base = _count(agg.checkin_mask, 4, 3 + prev_days) / prev_days
-            whom = f"之前{prev_days}天的{base:.0%}"
+            drop = _checkin_drop(
+                _count(cm, 1, 3), prev_days, _count(cm, 4, 3 + prev_days), rules.checkin_drop_ratio
+            )
         else:
-            base, whom = group.checkin_rate3, f"本群同期平均{group.checkin_rate3:.0%}"
-        if base > 0 and rate3 < base * rules.checkin_drop_ratio:
-            fired.append(Fired(Signal.CHECKIN_DROP, f"近3天打卡率{rate3:.0%}，明显低于{whom}"))
+            drop = _checkin_drop_group(
+                _count(cm, 1, 3), group.checkin_rate3, rules.checkin_drop_ratio
+            )
+        if drop is not None:
+            fired.append(drop)
 
-    if running and not checked_today and not _bit(agg.checkin_mask, 1):
+    if running and not checked_today and not cm & 2:
         # 3. A streak of >= 3 broken.
-        last = _lowest(agg.checkin_mask >> 2)
+        last = _lowest(cm >> 2)
         if last is not None:
             last += 2
         if last is not None and last < present:
-            run = _run_from(agg.checkin_mask, last)
+            run = _run_from(cm, last)
             if run >= rules.broken_streak_min:
-                when = _month_day(today - timedelta(days=last))
-                fired.append(
-                    Fired(Signal.STREAK_BROKEN, f"连续打卡{run}天后中断（最后一次在{when}）")
-                )
+                fired.append(_streak_broken(run, today - timedelta(days=last)))
         # 4. No check-in for 2+ learning days.
-        before = _lowest(agg.checkin_mask >> 1)
+        before = _lowest(cm >> 1)
         missed = min(before if before is not None else store.WINDOW_DAYS - 1, present - 1)
         if missed >= rules.missed_checkin_days:
-            fired.append(Fired(Signal.NO_CHECKIN, f"已经连续{missed}天没有打卡"))
+            fired.append(_no_checkin(missed))
 
     # 5. Never introduced themselves by day 2.
     if running and not row.intro_done and present > rules.intro_by_day:
-        fired.append(Fired(Signal.NO_INTRO, f"入群{present}天还没有做自我介绍"))
+        fired.append(_no_intro(present))
 
     # 6. Message volume below 30% of their own baseline.
     if full3 and n <= cohort.length_days + 14:
