@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import gc
 import statistics
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -193,12 +193,14 @@ class GroupRadar:
             self._fine = None
         return self._rows
 
-    def names(self) -> dict[str, str]:
-        """Member id to display name, for every learner (without building the results)."""
-        return dict(
+    def names(self, only: Collection[str] | None = None) -> dict[str, str]:
+        """Member id to display name, for every learner or ``only`` these (without building
+        the results)."""
+        pairs = (
             (m.member_id, m.name) if type(m) is MemberRisk else (m[0].member_id, m[0].name)
             for m in self._rows
         )
+        return dict(pairs) if only is None else {i: n for i, n in pairs if i in only}
 
     @property
     def flagged(self) -> list[MemberRisk]:
