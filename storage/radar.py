@@ -424,7 +424,8 @@ def _from_rollup(session: Session, chat_ids: Sequence[str], today: date) -> list
     )
     # ~one row per learner, 200,000 at scale: plain DBAPI rows (see storage.bulk.fetch_all),
     # taken as they are (``intro_done`` is 0 or 1 on SQLite).
-    return list(map(Learner._make, bulk.fetch_all(session, stmt)))
+    rows = bulk.fetch_all(session, stmt, sqlite_index=("daily_counter", rollup.TODAY_INDEX))
+    return list(map(Learner._make, rows))
 
 
 def joins_and_leaves(
