@@ -216,7 +216,7 @@ def render_group(
             f" · {m.stage.label}"
         )
         lines.append(
-            "   > 信号：" + "；".join(f"{SIGNAL_LABELS[f.signal]}（{f.why}）" for f in m.fired)
+            "   > 信号：" + "；".join([f"{SIGNAL_LABELS[f.signal]}（{f.why}）" for f in m.fired])
         )
         planned = nudges_today.get(m.member_id)
         if planned is not None:

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from sqlalchemy.orm import Session
 
@@ -231,8 +231,10 @@ def _next_of(days: tuple[int, ...], streak: int) -> int | None:
     return next((m for m in days if m > streak), None)
 
 
-@dataclass(frozen=True)
-class Choice:
+class Choice(NamedTuple):
+    """The script variant chosen for a learner and its rendered text (a named tuple: a digest
+    builds 60,000 of them)."""
+
     script: library.Script
     variant: int
     text: str
@@ -262,7 +264,7 @@ def choose(
 ) -> Choice | None:
     """The first script variant for these scenarios this learner has never received."""
     free_cards = [i for i in range(len(postcards)) if i not in used_postcards]
-    rot = int(hashlib.sha256(seed.encode()).hexdigest()[:6], 16)
+    rot = int.from_bytes(hashlib.sha256(seed.encode()).digest()[:3])  # its first 6 hex digits
     for script in _scripts_for(tuple(scenarios), stage, level):
         n = len(script.variants)
         for k in range(n):
