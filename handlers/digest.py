@@ -31,6 +31,7 @@ from bot.radar import (
     GroupRadar,
     MemberRisk,
     Stage,
+    collector_paused,
     evaluate,
     stage_of,
 )
@@ -215,7 +216,7 @@ def render_group(
             f" · {m.stage.label}"
         )
         lines.append(
-            "   > 信号：" + "；".join(f"{SIGNAL_LABELS[f.signal]}（{f.why}）" for f in m.fired)
+            "   > 信号：" + "；".join([f"{SIGNAL_LABELS[f.signal]}（{f.why}）" for f in m.fired])
         )
         planned = nudges_today.get(m.member_id)
         if planned is not None:
@@ -305,6 +306,7 @@ def _stage_label(code: str) -> str:
     return STAGE_LABELS[Stage(code)] if code in Stage._value2member_map_ else code
 
 
+@collector_paused()
 def group_digests(
     session: Session,
     settings: Settings,
@@ -324,10 +326,19 @@ def group_digests(
         today_nudges.setdefault(x.chat_id, {})[x.member_id] = x
     offers = nudge_store.pending_offers(session, chat_ids)
     rates = nudge_store.success_rates_by_chat(session, chat_ids)
+    # Names are looked up for yesterday's nudges, the offers and the teachers only.
+    teachers = {gs.teachers[0] for c in chat_ids if (gs := group_of(cohort, c)) and gs.teachers}
+    wanted = {x.member_id for x in yesterday} | {o.member_id for o in offers} | teachers
     names: dict[str, str] = {}
     for g in radar.values():
-        names.update(g.names())
+        names.update(g.names(wanted))
     prefetched = prefetch(session, cohort, list(radar.values()), day)
+    yesterday_by_chat: dict[str, list[nudge_store.Nudge]] = {}
+    for x in yesterday:
+        yesterday_by_chat.setdefault(x.chat_id, []).append(x)
+    offers_by_chat: dict[str, list[nudge_store.Offer]] = {}
+    for o in offers:
+        offers_by_chat.setdefault(o.chat_id, []).append(o)
     out: dict[str, str] = {}
     for chat_id in chat_ids:
         group = group_of(cohort, chat_id)
@@ -341,10 +352,10 @@ def group_digests(
             day,
             joins.get(chat_id, (0, 0)),
             topics.get(chat_id, []),
-            [x for x in yesterday if x.chat_id == chat_id],
+            yesterday_by_chat.get(chat_id, []),
             today_nudges.get(chat_id, {}),
             rates.get(chat_id, ({}, {})),
-            [o for o in offers if o.chat_id == chat_id],
+            offers_by_chat.get(chat_id, []),
             names,
             prefetched,
         )

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from sqlalchemy.orm import Session
 
@@ -231,8 +231,10 @@ def _next_of(days: tuple[int, ...], streak: int) -> int | None:
     return next((m for m in days if m > streak), None)
 
 
-@dataclass(frozen=True)
-class Choice:
+class Choice(NamedTuple):
+    """The script variant chosen for a learner and its rendered text (a named tuple: a digest
+    builds 60,000 of them)."""
+
     script: library.Script
     variant: int
     text: str
@@ -262,7 +264,7 @@ def choose(
 ) -> Choice | None:
     """The first script variant for these scenarios this learner has never received."""
     free_cards = [i for i in range(len(postcards)) if i not in used_postcards]
-    rot = int(hashlib.sha256(seed.encode()).hexdigest()[:6], 16)
+    rot = int.from_bytes(hashlib.sha256(seed.encode()).digest()[:3])  # its first 6 hex digits
     for script in _scripts_for(tuple(scenarios), stage, level):
         n = len(script.variants)
         for k in range(n):
@@ -339,27 +341,45 @@ def values_for(
     """The placeholder values for one learner (user data, rendered literally). ``balance``: the
     learner's points when the caller read them already (in bulk)."""
     nxt = next_milestone(cohort, risk.streak)
-    group = group_of(cohort, risk.chat_id)
     if balance is None:
         balance = points_balance(session, cohort.id, risk.member_id)
     values: dict[str, object] = {
         "name": risk.name,
         "days_quiet": risk.days_quiet,
         "streak": risk.streak,
-        "points": points_balance(session, cohort.id, risk.member_id)
-        if balance is None
-        else balance,
-        "course": cohort.course,
-        "teacher": teacher,
+        "points": balance,
+        **_group_values(cohort, risk.chat_id, today, teacher),
         "stage": STAGE_LABELS[risk.stage],
-        "cohort_day": max(1, cohort.cohort_day(today)),
-        "days_left": days_left(cohort, today),
-        "group": group.name if group and group.name else cohort.course,
     }
     if nxt is not None:
         values["next_milestone"] = nxt
         values["days_to_milestone"] = nxt - risk.streak
     return values
+
+
+_GROUP_VALUES: dict[tuple[int, str, date, str], tuple[CohortSettings, dict[str, object]]] = {}
+
+
+def _group_values(
+    cohort: CohortSettings, chat_id: str, today: date, teacher: str
+) -> dict[str, object]:
+    """The placeholder values every learner of a group shares on a day (a digest asks for
+    60,000 learners); keyed by the cohort's identity, as :func:`group_of` is."""
+    key = (id(cohort), chat_id, today, teacher)
+    entry = _GROUP_VALUES.get(key)
+    if entry is None or entry[0] is not cohort:
+        if len(_GROUP_VALUES) > 20_000:
+            _GROUP_VALUES.clear()
+        group = group_of(cohort, chat_id)
+        values: dict[str, object] = {
+            "course": cohort.course,
+            "teacher": teacher,
+            "cohort_day": max(1, cohort.cohort_day(today)),
+            "days_left": days_left(cohort, today),
+            "group": group.name if group and group.name else cohort.course,
+        }
+        entry = _GROUP_VALUES[key] = (cohort, values)
+    return entry[1]
 
 
 def plan_nudges(

@@ -303,7 +303,7 @@ class Learner(NamedTuple):
     joined_at: datetime | str | None
     left_at: datetime | str | None
     last_seen_at: datetime | str | None
-    intro_done: bool
+    intro_done: bool  # read from the rollup join as it comes: 0 or 1 on SQLite
     message_mask: int
     checkin_mask: int
     chars_recent: int
@@ -396,9 +396,12 @@ def _from_rollup(session: Session, chat_ids: Sequence[str], today: date) -> list
     ms = Membership.__table__  # type: ignore[attr-defined]
     zero = literal(0, BigInteger())
     one = literal(1, BigInteger())
+    columns = _member_columns()
+    # The display name falls back to the id in SQL, so the rows need no rebuilding here.
+    columns[2] = func.coalesce(func.nullif(col(Member.name), ""), ms.c.member_id)
     stmt = (
         select(
-            *_member_columns(),
+            *columns,
             func.coalesce(r.c.message_mask, zero).op("|")(
                 case((d.c.messages > 0, one), else_=zero)
             ),
@@ -419,12 +422,10 @@ def _from_rollup(session: Session, chat_ids: Sequence[str], today: date) -> list
         )
         .where(one_of(session, ms.c.chat_id, chat_ids))
     )
-    # ~one row per learner, 200,000 at scale: plain DBAPI rows (see storage.bulk.fetch_all).
-    make = Learner._make
-    return [
-        make((x[0], x[1], x[2] or x[1], *x[3:8], bool(x[8]), *x[9:]))
-        for x in bulk.fetch_all(session, stmt)
-    ]
+    # ~one row per learner, 200,000 at scale: plain DBAPI rows (see storage.bulk.fetch_all),
+    # taken as they are (``intro_done`` is 0 or 1 on SQLite).
+    rows = bulk.fetch_all(session, stmt, sqlite_index=("daily_counter", rollup.TODAY_INDEX))
+    return list(map(Learner._make, rows))
 
 
 def joins_and_leaves(

@@ -216,6 +216,14 @@ async def test_digest_lists_exactly_the_flagged(app: App) -> None:
         for s in m.signals:
             assert SIGNAL_LABELS[s] in text
     assert "### 昨日私信提醒" in text and "### 待批准挽回方案" in text
+    # Yesterday's nudges and the offers name the learners (names are read for them only).
+    lines = text.split("\n")
+    nudged = lines[lines.index(next(x for x in lines if x.startswith("### 昨日私信提醒"))) + 1 :]
+    nudged = nudged[: next(i for i, x in enumerate(nudged) if not x.startswith("- "))]
+    offered = [x for x in lines if "批准请回复" in x]
+    assert nudged and offered
+    for line in nudged + offered:
+        assert any(f" {name} · " in line for name in PEOPLE.values()), line
 
 
 async def test_offer_needs_teacher_approval(app: App) -> None:

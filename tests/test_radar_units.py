@@ -126,6 +126,65 @@ def test_group_check_in_rate_is_fmean_to_the_last_bit() -> None:
             assert _mean_of_thirds(counts) == statistics.fmean(k / 3 for k in counts)
 
 
+def test_collector_paused_during_a_pass_and_restored_after() -> None:
+    import gc
+
+    from bot.radar import collector_paused
+
+    assert gc.isenabled()
+    with collector_paused():
+        assert not gc.isenabled()
+        with collector_paused():  # a pass nested in another (the digest's radar)
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    try:
+        with collector_paused():
+            raise KeyError("x")
+    except KeyError:
+        pass
+    assert gc.isenabled()
+
+    @collector_paused()
+    def during() -> bool:
+        return gc.isenabled()
+
+    assert during() is False
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with collector_paused():
+            pass
+        assert not gc.isenabled()  # left as the caller had it
+    finally:
+        gc.enable()
+
+
+def test_placeholder_values_follow_the_group_day_and_teacher() -> None:
+    """values_for keeps what a group shares on a day once; each group, day and teacher still
+    gets its own values."""
+    from bot.radar import MemberRisk
+    from handlers.nudges import values_for
+    from tests.conftest import GROUP_A, GROUP_B
+
+    cohort = parse_settings(base_config(), env={}).cohort("c1")
+
+    def risk(chat_id: str) -> MemberRisk:
+        return MemberRisk(chat_id, "wm1", "小王", "external", None, Stage.SPRINT, 1, [], 3, 2, True)
+
+    day = cohort.start_date
+    a = values_for(None, cohort, risk(GROUP_A), day, "李老师", 5)  # type: ignore[arg-type]
+    b = values_for(None, cohort, risk(GROUP_B), day, "王老师", 7)  # type: ignore[arg-type]
+    later = values_for(None, cohort, risk(GROUP_A), day.replace(day=day.day + 2), "李老师", 5)  # type: ignore[arg-type]
+    assert (a["group"], a["teacher"], a["cohort_day"], a["points"]) == ("一班", "李老师", 1, 5)
+    assert (b["group"], b["teacher"], b["points"]) == ("二班", "王老师", 7)
+    assert (later["cohort_day"], later["days_left"]) == (3, a["days_left"] - 2)  # type: ignore[operator]
+    assert a["name"] == "小王" and a["stage"] == "冲刺期" and a["days_to_milestone"] == 5
+    a["group"] = "changed"  # a caller's copy: the shared values stay as they were
+    again = values_for(None, cohort, risk(GROUP_A), day, "李老师", 5)  # type: ignore[arg-type]
+    assert again["group"] == "一班"
+
+
 def test_library_lints_clean_and_is_large_enough() -> None:
     scripts = library.load()
     assert library.lint(scripts) == []

@@ -13,8 +13,8 @@ from sqlalchemy.orm import Session
 
 from bot.app import App
 from bot.radar import evaluate
+from storage import bulk, rollup
 from storage import radar as store
-from storage import rollup
 from storage.radar import Learner
 from tests.builders import archive_recall, archive_text, local, pair
 from tests.conftest import GROUP_A, GROUP_B
@@ -191,3 +191,28 @@ def test_flag_states_upsert_twice_in_one_transaction(app: App) -> None:
         (GROUP_A, "wmB"): store.FlagState(day, True, False, 1, "volume_drop", day),
         (GROUP_A, "wmC"): store.FlagState(day, True, False, 3, 'a"b,c\\d', day),
     }
+
+
+async def test_sqlite_reads_todays_counters_from_the_covering_index(app: App) -> None:
+    """On SQLite the learners' join looks today's counter row up in one covering index
+    (migration 0710) instead of the primary key's index plus the table."""
+    if app.db.dialect != "sqlite":
+        pytest.skip("an SQLite query plan")
+    today = START + timedelta(days=2)
+    await post(app, GROUP_A, "wmA", today)
+    statements: list[str] = []
+    with app.db.unit_of_work_sync() as uow:
+        raw = uow.session.connection().connection.dbapi_connection
+        raw.set_trace_callback(statements.append)  # type: ignore[union-attr]
+        try:
+            learners = store.learners(uow.session, CHATS, today, START)
+        finally:
+            raw.set_trace_callback(None)  # type: ignore[union-attr]
+        assert [(r.member_id, r.messages_today) for r in learners] == [("wmA", 1)]
+        (sql,) = [s for s in statements if "INDEXED BY" in s]
+        plan = " ".join(row[-1] for row in uow.session.connection().exec_driver_sql(
+            f"EXPLAIN QUERY PLAN {sql}"
+        ))  # fmt: skip
+    assert f"COVERING INDEX {rollup.TODAY_INDEX}" in plan
+    with app.db.unit_of_work_sync() as uow, pytest.raises(ValueError, match="no join to message"):
+        bulk.fetch_all(uow.session, select(rollup.RadarRollup), ("message", "ix"))

@@ -7,7 +7,7 @@ from datetime import date, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, inspect, select
+from sqlalchemy import func, inspect, literal, select
 
 from bot.app import App
 from bot.clock import ManualClock
@@ -16,6 +16,7 @@ from bot.maintenance import purge_old_text
 from bot.updates import Update
 from storage import activity, inbox, messages, roster
 from storage.db import Database
+from storage.dialect import JSON_LIST_FROM, one_of
 from storage.inbox import Incoming, RawEvent
 from tests.builders import archive_text, exploding_router, local, pair
 from tests.conftest import GROUP_A
@@ -119,6 +120,29 @@ def test_member_names_fill_in_but_are_never_blanked(app: App) -> None:
         roster.ensure_members(uow.session, [("wmU1", "小鱼", "external")], now)
         roster.ensure_members(uow.session, [("wmU1", "", "external")], now)
         assert roster.names(uow.session, ["wmU1", "ghost"]) == {"wmU1": "小鱼", "ghost": "ghost"}
+
+
+def test_long_id_lists_select_exactly_their_rows(app: App) -> None:
+    """``one_of`` with a list long enough for one parameter (JSON on SQLite, an array on
+    PostgreSQL): quotes, non-ASCII and unknown ids, and integers."""
+    now = app.clock.now()
+    ids = [f"wm\"长{i}'" for i in range(200)]
+    with app.db.unit_of_work_sync() as uow:
+        roster.ensure_members(
+            uow.session, [(m, f"学员{i}", "external") for i, m in enumerate(ids)], now
+        )
+        wanted = ids[::3] + ["ghost"] * 70
+        assert len(set(wanted)) >= JSON_LIST_FROM
+        found = uow.session.execute(
+            select(roster.Member.id).where(one_of(uow.session, roster.Member.id, wanted))
+        ).scalars()
+        assert sorted(found) == sorted(ids[::3])
+        numbers = uow.session.execute(
+            select(func.count()).where(
+                one_of(uow.session, literal(7), list(range(100))),
+            )
+        ).scalar()
+        assert numbers == 1
 
 
 async def test_joins_and_leaves_are_recorded(app: App) -> None:
