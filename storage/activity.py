@@ -36,7 +36,7 @@ class DailyCounter(SQLModel, table=True):
     """What one member did in one group on one learning day."""
 
     __tablename__ = "daily_counter"
-    # On SQLite migration 0710 widens this index to cover the radar's lookup of today's row.
+    # On SQLite migration 0720 widens this index to cover the radar's lookup of today's row.
     __table_args__ = (Index("ix_daily_counter_chat_day", "chat_id", "day"),)
     chat_id: str = Field(primary_key=True)
     member_id: str = Field(primary_key=True)

@@ -33,7 +33,7 @@ from storage.dialect import insert_for, one_of, upsert_rows
 #: How many learning days (ending today) the radar's bitmasks cover.
 WINDOW_DAYS = 28
 
-#: On SQLite, the index that covers the radar's lookup of today's counters (migration 0710).
+#: On SQLite, the index that covers the radar's lookup of today's counters (migration 0720).
 TODAY_INDEX = "ix_daily_counter_chat_day_today"
 
 #: The PostgreSQL advisory lock key shared by the ``daily_counter`` triggers (shared mode) and the

@@ -1,7 +1,7 @@
 """daily_counter: on SQLite the (chat_id, day) index also carries what the radar reads of today
 
-Revision ID: 0710
-Revises: 0700
+Revision ID: 0720
+Revises: 0710
 Create Date: 2026-11-30 12:00:00.000000
 
 The radar joins every learner with today's counter row. On SQLite that lookup went through the
@@ -18,8 +18,8 @@ from collections.abc import Sequence
 
 from alembic import op
 
-revision: str = "0710"
-down_revision: str | Sequence[str] | None = "0700"
+revision: str = "0720"
+down_revision: str | Sequence[str] | None = "0710"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
