@@ -91,6 +91,7 @@ class InboxWriter:
         self._started = False  # start() ran and stop() did not: checked per callback, cheaply
         #: Rows of the current loop iteration, committed or handed over by :meth:`_flush`.
         self._gathered: list[_Pending] = []
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop store() runs on
         self._loop_conn: Any = None  # sqlite3.Connection, see _loop_connection
         #: "async": rows waiting for the next commit, the task committing, its connection.
         self._queued: list[_Pending] = []
@@ -125,7 +126,10 @@ class InboxWriter:
         """Commit ``item`` durably; True if it was new, False if its key was stored before."""
         if not self._started:
             raise RuntimeError("inbox writer is not running")
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            # Remembered: on Python 3.11 every get_running_loop() is a getpid() system call.
+            loop = self._loop = asyncio.get_running_loop()
         future: asyncio.Future[bool] = loop.create_future()
         if not self._gathered:
             loop.call_soon(self._flush)
@@ -147,7 +151,8 @@ class InboxWriter:
         if self.mode == "async":
             self._queued += gathered
             if self._committer is None or self._committer.done():
-                self._committer = asyncio.get_running_loop().create_task(self._commit_async())
+                loop = self._loop or asyncio.get_running_loop()
+                self._committer = loop.create_task(self._commit_async())
             return
         if self.mode == "loop" and self._commit_on_loop(gathered):
             return

@@ -112,10 +112,14 @@ class InboxWorker:
         self._lag_at = 0.0
         self._last_arrival = -1e9
         self.processed = 0
+        #: The loop :meth:`run` runs on, asked once: on Python 3.11 every
+        #: ``asyncio.get_running_loop()`` makes a getpid() system call (touch() runs per callback).
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def touch(self) -> None:
         """A callback is arriving: not a pause."""
-        self._last_arrival = asyncio.get_running_loop().time()
+        loop = self._loop or asyncio.get_running_loop()
+        self._last_arrival = loop.time()
 
     def wake(self) -> None:
         """A new event was stored (:meth:`touch` was called when its callback arrived)."""
@@ -164,7 +168,7 @@ class InboxWorker:
             await asyncio.sleep(spent if self.busy(quiet) else 0.001)
 
     async def run(self) -> None:
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         while True:
             await self._wake.wait()
             await self._wait_for_a_pause()
