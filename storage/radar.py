@@ -7,7 +7,9 @@ day), ``membership`` and the tables below.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from typing import Any, NamedTuple
 
@@ -129,7 +131,12 @@ def save_flags(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     if session.get_bind().dialect.name != "postgresql":
         _UPSERT_FLAGS.execute(session, rows)
         return
-    cursor = session.connection().connection.cursor()
+    _pg_save_flags(session.connection().connection.driver_connection, rows)
+
+
+def _pg_save_flags(connection: Any, rows: Sequence[dict[str, Any]]) -> None:
+    """:func:`save_flags` on PostgreSQL, on the psycopg connection of the session."""
+    cursor = connection.cursor()
     try:
         cursor.execute(_PG_FLAGS_IN)
         cursor.execute("TRUNCATE risk_flag_in")  # an earlier save in this transaction
@@ -143,6 +150,40 @@ def save_flags(session: Session, rows: Sequence[dict[str, Any]]) -> None:
         cursor.execute(_PG_UPSERT_FLAGS)
     finally:
         cursor.close()
+
+
+@contextmanager
+def saving_flags(session: Session, rows: Sequence[dict[str, Any]]) -> Iterator[None]:
+    """:func:`save_flags` while the body runs: in the same transaction, done when the block
+    ends, and a failure raised there (the body's own exception, if any, comes first).
+
+    On PostgreSQL the rows go to the server from a thread, on the session's connection, while
+    the body works in Python (the nightly digest renders while 70,000 states are upserted); the
+    body should not use the session meanwhile (psycopg would make it wait its turn). Elsewhere
+    the rows are saved before the body runs.
+    """
+    if not rows or session.get_bind().dialect.name != "postgresql":
+        save_flags(session, rows)
+        yield
+        return
+    session.flush()
+    connection = session.connection().connection.driver_connection
+    failed: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            _pg_save_flags(connection, rows)
+        except BaseException as e:  # handed to the caller's thread below
+            failed.append(e)
+
+    worker = threading.Thread(target=work, name="radar.save_flags")
+    worker.start()
+    try:
+        yield
+    finally:
+        worker.join()
+    if failed:
+        raise failed[0]
 
 
 # --- stage overrides ---------------------------------------------------------------------------
