@@ -9,7 +9,7 @@ from collections.abc import Callable
 from datetime import date, timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from bot.app import App
@@ -272,3 +272,17 @@ async def test_sqlite_reads_todays_counters_from_the_covering_index(app: App) ->
     assert f"COVERING INDEX {rollup.TODAY_INDEX}" in plan
     with app.db.unit_of_work_sync() as uow, pytest.raises(ValueError, match="no join to message"):
         bulk.fetch_all(uow.session, select(rollup.RadarRollup), ("message", "ix"))
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_postgres_has_an_index_for_todays_counters(app: App) -> None:
+    """On PostgreSQL migration 0730 indexes daily_counter by day first, with the counts the
+    radar reads, so today's rows are found without scanning every day's."""
+    with app.db.unit_of_work_sync() as uow:
+        (definition,) = uow.session.execute(
+            text("SELECT indexdef FROM pg_indexes WHERE indexname = :name"),
+            {"name": rollup.PG_TODAY_INDEX},
+        ).one()
+    assert definition.endswith(
+        "(day, chat_id, member_id) INCLUDE (messages, chars, checkins, reviews_given)"
+    ), definition
