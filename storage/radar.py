@@ -136,8 +136,14 @@ def save_flags(session: Session, rows: Sequence[dict[str, Any]]) -> None:
 
 def _pg_save_flags(connection: Any, rows: Sequence[dict[str, Any]]) -> None:
     """:func:`save_flags` on PostgreSQL, on the psycopg connection of the session."""
-    cursor = connection.cursor()
-    try:
+    _pg_stage_flags(connection, rows)
+    with connection.cursor() as cursor:
+        cursor.execute(_PG_UPSERT_FLAGS)
+
+
+def _pg_stage_flags(connection: Any, rows: Sequence[dict[str, Any]]) -> None:
+    """Copy the states into the session-local ``risk_flag_in`` (emptied first)."""
+    with connection.cursor() as cursor:
         cursor.execute(_PG_FLAGS_IN)
         cursor.execute("TRUNCATE risk_flag_in")  # an earlier save in this transaction
         with cursor.copy(f"COPY risk_flag_in ({', '.join(_FLAG_KEYS)}) FROM STDIN") as copy:
@@ -147,9 +153,6 @@ def _pg_save_flags(connection: Any, rows: Sequence[dict[str, Any]]) -> None:
                     (r["chat_id"], r["member_id"], r["day"], r["flagged"], r["prev_flagged"],
                      r["level"], r["signals"], r["since"])
                 )  # fmt: skip
-        cursor.execute(_PG_UPSERT_FLAGS)
-    finally:
-        cursor.close()
 
 
 @contextmanager
@@ -157,26 +160,29 @@ def saving_flags(session: Session, rows: Sequence[dict[str, Any]]) -> Iterator[N
     """:func:`save_flags` while the body runs: in the same transaction, done when the block
     ends, and a failure raised there (the body's own exception, if any, comes first).
 
-    On PostgreSQL the rows go to the server from a thread, on the session's connection, while
-    the body works in Python (the nightly digest renders while 70,000 states are upserted); the
-    body should not use the session meanwhile (psycopg would make it wait its turn). Elsewhere
-    the rows are saved before the body runs.
+    On PostgreSQL the rows are copied to the server first (psycopg formats them while holding
+    the GIL); the upsert from there, which only waits for the server, runs in a thread on the
+    session's connection while the body works in Python (the nightly digest renders while
+    70,000 states are upserted). The body should not use the session meanwhile (psycopg would
+    make it wait its turn). Elsewhere the rows are saved before the body runs.
     """
     if not rows or session.get_bind().dialect.name != "postgresql":
         save_flags(session, rows)
         yield
         return
     session.flush()
-    connection = session.connection().connection.driver_connection
+    connection: Any = session.connection().connection.driver_connection
+    _pg_stage_flags(connection, rows)
     failed: list[BaseException] = []
 
-    def work() -> None:
+    def upsert() -> None:
         try:
-            _pg_save_flags(connection, rows)
+            with connection.cursor() as cursor:
+                cursor.execute(_PG_UPSERT_FLAGS)
         except BaseException as e:  # handed to the caller's thread below
             failed.append(e)
 
-    worker = threading.Thread(target=work, name="radar.save_flags")
+    worker = threading.Thread(target=upsert, name="radar.save_flags")
     worker.start()
     try:
         yield

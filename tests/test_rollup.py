@@ -237,6 +237,18 @@ def test_a_failed_flag_save_is_raised_not_lost(app: App) -> None:
         assert store.flags_of(uow.session, CHATS) == {}
 
 
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_a_failed_upsert_while_rendering_is_raised_after_the_body(app: App) -> None:
+    """On PostgreSQL the upsert runs while the body does; if the server refuses it (here, one
+    learner twice in one statement) the block raises once the body is done."""
+    ran: list[bool] = []
+    with pytest.raises(Exception, match="cannot affect row a second time"):
+        _save_while(app, [_flag("wmA", 1), _flag("wmA", 2)], lambda: ran.append(True))
+    assert ran == [True]
+    with app.db.unit_of_work_sync() as uow:
+        assert store.flags_of(uow.session, CHATS) == {}
+
+
 def test_the_body_error_comes_first_and_the_save_still_ends(app: App) -> None:
     """An error in the body is the one raised; the save has finished by then (the connection
     is free for the rollback)."""
