@@ -156,8 +156,9 @@ def load_pg(db: Database, data: tuple[list[Any], list[Any], list[Any]]) -> None:
         ) as cp:  # type: ignore[attr-defined]
             for c, m, j, f, ls, i in ships:
                 cp.write_row((c, m, j, f, ls, 0, intro if i else None))
+        # Day by day, as the pipeline writes them: a day's rows share the table's recent pages.
         with cur.copy(f"COPY daily_counter ({COUNTER_COLS}) FROM STDIN") as cp:  # type: ignore[attr-defined]
-            for r in counters:
+            for r in sorted(counters, key=lambda r: r[2]):
                 cp.write_row(r)
         raw.commit()
         cur.execute("ANALYZE")

@@ -465,11 +465,14 @@ def evaluate(
     chat_ids: Sequence[str],
     today: date,
     persist: bool = True,
+    unsaved: list[dict[str, Any]] | None = None,
 ) -> dict[str, GroupRadar]:
     """Every learner's risk in the given groups of one cohort on learning day ``today``.
 
     A handful of queries for any number of groups. With ``persist`` the flag states are saved
     (hysteresis); without, stored states are read but nothing is written (terminal previews).
+    ``unsaved`` (with ``persist``): the changed states are appended to it instead, for the
+    caller to save in the same transaction (``store.saving_flags``, while it renders).
     """
     rules = settings.radar
     staff = {
@@ -669,5 +672,8 @@ def evaluate(
                     )
         out[chat_id] = gr
     if persist and to_save:
-        store.save_flags(session, to_save)
+        if unsaved is not None:
+            unsaved.extend(to_save)
+        else:
+            store.save_flags(session, to_save)
     return out

@@ -41,7 +41,7 @@ from storage import points, rollup, roster
 from storage.dialect import one_of
 from storage.messages import Message
 from storage.milestones import Badge
-from storage.radar import joins_and_leaves
+from storage.radar import joins_and_leaves, saving_flags
 
 if TYPE_CHECKING:
     from bot.app import App
@@ -316,7 +316,9 @@ def group_digests(
     persist: bool = True,
 ) -> dict[str, str]:
     """The digest markdown of each of these groups on learning day ``day``."""
-    radar = evaluate(session, settings, cohort, chat_ids, day, persist=persist)
+    # The changed flag states are saved while the digests are rendered (below).
+    unsaved: list[dict[str, Any]] = []
+    radar = evaluate(session, settings, cohort, chat_ids, day, persist=persist, unsaved=unsaved)
     start = day_start(day, cohort.timezone, cohort.day_start_hour)
     joins = joins_and_leaves(session, chat_ids, start, start + timedelta(days=1))
     topics = hot_topics(session, chat_ids, day)
@@ -340,25 +342,26 @@ def group_digests(
     for o in offers:
         offers_by_chat.setdefault(o.chat_id, []).append(o)
     out: dict[str, str] = {}
-    for chat_id in chat_ids:
-        group = group_of(cohort, chat_id)
-        teacher_id = group.teachers[0] if group and group.teachers else ""
-        names["__teacher__"] = names.get(teacher_id, "老师") if teacher_id else "老师"
-        out[chat_id] = render_group(
-            session,
-            settings,
-            cohort,
-            radar[chat_id],
-            day,
-            joins.get(chat_id, (0, 0)),
-            topics.get(chat_id, []),
-            yesterday_by_chat.get(chat_id, []),
-            today_nudges.get(chat_id, {}),
-            rates.get(chat_id, ({}, {})),
-            offers_by_chat.get(chat_id, []),
-            names,
-            prefetched,
-        )
+    with saving_flags(session, unsaved):  # rendering reads nothing more from the database
+        for chat_id in chat_ids:
+            group = group_of(cohort, chat_id)
+            teacher_id = group.teachers[0] if group and group.teachers else ""
+            names["__teacher__"] = names.get(teacher_id, "老师") if teacher_id else "老师"
+            out[chat_id] = render_group(
+                session,
+                settings,
+                cohort,
+                radar[chat_id],
+                day,
+                joins.get(chat_id, (0, 0)),
+                topics.get(chat_id, []),
+                yesterday_by_chat.get(chat_id, []),
+                today_nudges.get(chat_id, {}),
+                rates.get(chat_id, ({}, {})),
+                offers_by_chat.get(chat_id, []),
+                names,
+                prefetched,
+            )
     return out
 
 

@@ -7,7 +7,9 @@ day), ``membership`` and the tables below.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from typing import Any, NamedTuple
 
@@ -129,8 +131,19 @@ def save_flags(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     if session.get_bind().dialect.name != "postgresql":
         _UPSERT_FLAGS.execute(session, rows)
         return
-    cursor = session.connection().connection.cursor()
-    try:
+    _pg_save_flags(session.connection().connection.driver_connection, rows)
+
+
+def _pg_save_flags(connection: Any, rows: Sequence[dict[str, Any]]) -> None:
+    """:func:`save_flags` on PostgreSQL, on the psycopg connection of the session."""
+    _pg_stage_flags(connection, rows)
+    with connection.cursor() as cursor:
+        cursor.execute(_PG_UPSERT_FLAGS)
+
+
+def _pg_stage_flags(connection: Any, rows: Sequence[dict[str, Any]]) -> None:
+    """Copy the states into the session-local ``risk_flag_in`` (emptied first)."""
+    with connection.cursor() as cursor:
         cursor.execute(_PG_FLAGS_IN)
         cursor.execute("TRUNCATE risk_flag_in")  # an earlier save in this transaction
         with cursor.copy(f"COPY risk_flag_in ({', '.join(_FLAG_KEYS)}) FROM STDIN") as copy:
@@ -140,9 +153,43 @@ def save_flags(session: Session, rows: Sequence[dict[str, Any]]) -> None:
                     (r["chat_id"], r["member_id"], r["day"], r["flagged"], r["prev_flagged"],
                      r["level"], r["signals"], r["since"])
                 )  # fmt: skip
-        cursor.execute(_PG_UPSERT_FLAGS)
+
+
+@contextmanager
+def saving_flags(session: Session, rows: Sequence[dict[str, Any]]) -> Iterator[None]:
+    """:func:`save_flags` while the body runs: in the same transaction, done when the block
+    ends, and a failure raised there (the body's own exception, if any, comes first).
+
+    On PostgreSQL the rows are copied to the server first (psycopg formats them while holding
+    the GIL); the upsert from there, which only waits for the server, runs in a thread on the
+    session's connection while the body works in Python (the nightly digest renders while
+    70,000 states are upserted). The body should not use the session meanwhile (psycopg would
+    make it wait its turn). Elsewhere the rows are saved before the body runs.
+    """
+    if not rows or session.get_bind().dialect.name != "postgresql":
+        save_flags(session, rows)
+        yield
+        return
+    session.flush()
+    connection: Any = session.connection().connection.driver_connection
+    _pg_stage_flags(connection, rows)
+    failed: list[BaseException] = []
+
+    def upsert() -> None:
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(_PG_UPSERT_FLAGS)
+        except BaseException as e:  # handed to the caller's thread below
+            failed.append(e)
+
+    worker = threading.Thread(target=upsert, name="radar.save_flags")
+    worker.start()
+    try:
+        yield
     finally:
-        cursor.close()
+        worker.join()
+    if failed:
+        raise failed[0]
 
 
 # --- stage overrides ---------------------------------------------------------------------------

@@ -35,6 +35,8 @@ WINDOW_DAYS = 28
 
 #: On SQLite, the index that covers the radar's lookup of today's counters (migration 0720).
 TODAY_INDEX = "ix_daily_counter_chat_day_today"
+#: On PostgreSQL, the index on (day, chat_id, member_id) with the counts the radar reads (0730).
+PG_TODAY_INDEX = "ix_daily_counter_day_today"
 
 #: The PostgreSQL advisory lock key shared by the ``daily_counter`` triggers (shared mode) and the
 #: rollup's rebuild and repair (exclusive). ASCII "RADAR".

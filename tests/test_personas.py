@@ -17,6 +17,7 @@ from bot.radar import Signal, evaluate
 from handlers.digest import group_digests, teacher_digest_job
 from handlers.nudges import may_send_at, next_nudge_due, nudge_job, nudge_send_job
 from storage import nudges as nudge_store
+from storage import radar as radar_store
 from storage import roster
 from storage.roster import Member, Membership
 from tests.builders import SH, archive_text, local, pair
@@ -224,6 +225,15 @@ async def test_digest_lists_exactly_the_flagged(app: App) -> None:
     assert nudged and offered
     for line in nudged + offered:
         assert any(f" {name} · " in line for name in PEOPLE.values()), line
+    # A persisting digest saves the states it computed (while it renders), in its unit of work.
+    later = day + timedelta(days=1)
+    async with app.db.unit_of_work() as uow:
+        group_digests(uow.session, app.settings, cohort, [GROUP_A], later)
+    async with app.db.unit_of_work() as uow:
+        states = radar_store.flags_of(uow.session, [GROUP_A])
+        again = evaluate(uow.session, app.settings, cohort, [GROUP_A], later, persist=False)
+    saved = {k[1] for k, s in states.items() if s.day == later and s.flagged}
+    assert saved and saved == {m.member_id for m in again[GROUP_A].flagged}
 
 
 async def test_offer_needs_teacher_approval(app: App) -> None:

@@ -5,10 +5,11 @@ Runs on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date, timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from bot.app import App
@@ -193,6 +194,74 @@ def test_flag_states_upsert_twice_in_one_transaction(app: App) -> None:
     }
 
 
+def _flag(member: str, level: int, day: date = date(2026, 11, 12)) -> dict[str, object]:
+    return {
+        "chat_id": GROUP_A, "member_id": member, "day": day, "flagged": level > 0,
+        "prev_flagged": False, "level": level, "signals": "silence" if level else "",
+        "since": day if level else None,
+    }  # fmt: skip
+
+
+def _save_while(app: App, rows: list[dict[str, object]], body: Callable[[], None]) -> None:
+    """Save ``rows`` with saving_flags around ``body``, in a unit of work of its own."""
+    with app.db.unit_of_work_sync() as uow, store.saving_flags(uow.session, rows):
+        body()
+
+
+def test_flags_saved_while_rendering_belong_to_the_transaction(app: App) -> None:
+    """saving_flags (the digest renders meanwhile) writes in the caller's transaction: the
+    states are there when the block ends, and gone if the unit of work rolls back."""
+    with app.db.unit_of_work_sync() as uow:
+        with store.saving_flags(uow.session, [_flag("wmA", 2), _flag("wmB", 0)]):
+            rendered = "rendered"
+        assert rendered == "rendered"
+        saved = store.flags_of(uow.session, CHATS)
+        assert sorted(k[1] for k in saved) == ["wmA", "wmB"]
+        assert saved[(GROUP_A, "wmA")].level == 2
+        uow.rollback()
+    with app.db.unit_of_work_sync() as uow:
+        assert store.flags_of(uow.session, CHATS) == {}
+        with store.saving_flags(uow.session, [_flag("wmC", 1)]):
+            pass
+    with app.db.unit_of_work_sync() as uow:
+        assert list(store.flags_of(uow.session, CHATS)) == [(GROUP_A, "wmC")]
+
+
+def test_a_failed_flag_save_is_raised_not_lost(app: App) -> None:
+    """A state the database refuses (no level) fails the block that saves it, after or before
+    its body, never silently."""
+    bad = {**_flag("wmA", 1), "level": None}
+    with pytest.raises(Exception, match="level"):
+        _save_while(app, [_flag("wmB", 1), bad], lambda: None)
+    with app.db.unit_of_work_sync() as uow:
+        assert store.flags_of(uow.session, CHATS) == {}
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_a_failed_upsert_while_rendering_is_raised_after_the_body(app: App) -> None:
+    """On PostgreSQL the upsert runs while the body does; if the server refuses it (here, one
+    learner twice in one statement) the block raises once the body is done."""
+    ran: list[bool] = []
+    with pytest.raises(Exception, match="cannot affect row a second time"):
+        _save_while(app, [_flag("wmA", 1), _flag("wmA", 2)], lambda: ran.append(True))
+    assert ran == [True]
+    with app.db.unit_of_work_sync() as uow:
+        assert store.flags_of(uow.session, CHATS) == {}
+
+
+def test_the_body_error_comes_first_and_the_save_still_ends(app: App) -> None:
+    """An error in the body is the one raised; the save has finished by then (the connection
+    is free for the rollback)."""
+
+    def render() -> None:
+        raise KeyError("render")
+
+    with pytest.raises(KeyError):
+        _save_while(app, [_flag("wmA", 1)], render)
+    with app.db.unit_of_work_sync() as uow:
+        assert store.flags_of(uow.session, CHATS) == {}
+
+
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 async def test_sqlite_reads_todays_counters_from_the_covering_index(app: App) -> None:
     """On SQLite the learners' join looks today's counter row up in one covering index
@@ -215,3 +284,17 @@ async def test_sqlite_reads_todays_counters_from_the_covering_index(app: App) ->
     assert f"COVERING INDEX {rollup.TODAY_INDEX}" in plan
     with app.db.unit_of_work_sync() as uow, pytest.raises(ValueError, match="no join to message"):
         bulk.fetch_all(uow.session, select(rollup.RadarRollup), ("message", "ix"))
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_postgres_has_an_index_for_todays_counters(app: App) -> None:
+    """On PostgreSQL migration 0730 indexes daily_counter by day first, with the counts the
+    radar reads, so today's rows are found without scanning every day's."""
+    with app.db.unit_of_work_sync() as uow:
+        (definition,) = uow.session.execute(
+            text("SELECT indexdef FROM pg_indexes WHERE indexname = :name"),
+            {"name": rollup.PG_TODAY_INDEX},
+        ).one()
+    assert definition.endswith(
+        "(day, chat_id, member_id) INCLUDE (messages, chars, checkins, reviews_given)"
+    ), definition
