@@ -274,18 +274,15 @@ class InboxWriter:
     def _take_work(self) -> tuple[list[_Pending], bool, bool]:
         """The next rows to commit, whether a checkpoint is due, and whether to stop after."""
         with self._lock:
-            if not (self._pending or self._checkpoint or self._stopping):
+            idle = not (self._pending or self._checkpoint or self._stopping)
+            if idle:
                 self._idle = True
                 while not (self._pending or self._checkpoint or self._stopping):
                     self._wake.wait()
                 self._idle = False
-                if self._pending and self._delay > 0:
-                    # The first rows after a quiet spell: let others join them.
-                    self._wake.release()
-                    try:
-                        time.sleep(self._delay)
-                    finally:
-                        self._wake.acquire()
+        if idle and self._delay > 0:
+            time.sleep(self._delay)  # the first rows after a quiet spell: let others join them
+        with self._lock:
             batch, self._pending = self._pending, []
             checkpoint, self._checkpoint = self._checkpoint, False
             return batch, checkpoint, self._stopping

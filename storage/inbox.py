@@ -93,7 +93,7 @@ _STORE = BulkStatement(
 )
 
 
-#: Rows per INSERT in :func:`store_arrivals` (7 parameters a row; SQLite allows 32,766).
+#: Rows per INSERT in :class:`ArrivalsInsert` (5 parameters a row; SQLite allows 32,766).
 _ARRIVALS_CHUNK = 500
 
 

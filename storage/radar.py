@@ -131,11 +131,7 @@ def save_flags(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     if session.get_bind().dialect.name != "postgresql":
         _UPSERT_FLAGS.execute(session, rows)
         return
-    _pg_save_flags(session.connection().connection.driver_connection, rows)
-
-
-def _pg_save_flags(connection: Any, rows: Sequence[dict[str, Any]]) -> None:
-    """:func:`save_flags` on PostgreSQL, on the psycopg connection of the session."""
+    connection: Any = session.connection().connection.driver_connection
     _pg_stage_flags(connection, rows)
     with connection.cursor() as cursor:
         cursor.execute(_PG_UPSERT_FLAGS)
