@@ -2,8 +2,9 @@
 at concurrency 32 to
 
   (a) ``cohortbot run`` on a SQLite file (and on PostgreSQL with ``--postgres URL``): the whole
-      pipeline, with the raw event committed before every 200 (group commit) and the handlers
-      processing the inbox meanwhile (never switched off);
+      pipeline, with the raw event stored durably before every 200 (on SQLite appended to the
+      inbox journal next to the database, bot.inbox_journal; on PostgreSQL committed, with
+      group commit) and the handlers processing the inbox meanwhile (never switched off);
   (b) a bare aiohttp server that only verifies and decrypts them (the ceiling);
   (c) the ``wecom-bot-svr`` package (Flask) serving them (a peer), installed into a throwaway
       venv by this script; robot callbacks only, the one format it speaks.
@@ -287,6 +288,18 @@ class Inbox:
 
     def __init__(self, url: str) -> None:
         self.engine = create_engine(normalize_url(url))
+        # On a SQLite file the bot journals callbacks next to the database before moving them
+        # into raw_event (bot.inbox_journal): a segment file there is work still to do.
+        database = self.engine.url.database
+        self.journal = (
+            Path(f"{database}.inbox") if self.engine.dialect.name == "sqlite" and database else None
+        )
+
+    def journalled(self) -> int:
+        """Journal segments not yet moved into the table."""
+        if self.journal is None or not self.journal.exists():
+            return 0
+        return sum(1 for p in self.journal.iterdir() if p.suffix == ".journal")
 
     def scalar(self, sql: str) -> int:
         with self.engine.connect() as conn:
@@ -296,7 +309,9 @@ class Inbox:
         return self.scalar("SELECT count(*) FROM raw_event WHERE processed_at IS NOT NULL")
 
     def pending(self) -> int:
-        return self.scalar("SELECT count(*) FROM raw_event WHERE processed_at IS NULL")
+        """Events not processed yet (a journal segment counts as one)."""
+        stored = self.scalar("SELECT count(*) FROM raw_event WHERE processed_at IS NULL")
+        return stored + self.journalled()
 
     def counted(self) -> int:
         return self.scalar("SELECT count(*) FROM message")

@@ -18,6 +18,10 @@ It commits in one of three ways (:data:`Mode`), behind one method (:meth:`InboxW
 * **"async": on PostgreSQL, an asyncio psycopg connection on the loop.** A commit waits for the
   server; while one is in flight the loop goes on answering, and the callbacks that arrive
   meanwhile are committed together next.
+* **"journal": on a SQLite file, the default.** The callback is appended to the inbox journal
+  (:mod:`bot.inbox_journal`), one ``write()`` on the loop, and the route answers at once; the
+  inbox worker moves the journal into the table before it processes. Every callback is "new"
+  here: duplicates are dropped when they reach the table.
 * **"thread"**, and SQLite's fallback. Each request's row is handed over with a future; the
   thread takes everything handed over (after waiting ``delay_ms`` for more when it was idle),
   writes it in one transaction, commits, and resolves the futures, one wake-up of each loop per
@@ -41,6 +45,7 @@ from typing import Any, Literal
 import psycopg
 from sqlalchemy import Connection
 
+from bot.inbox_journal import InboxJournal, encode, journal_dir
 from storage import inbox
 from storage.db import Database
 
@@ -60,9 +65,10 @@ class _Pending:
 
 Outcome = tuple[asyncio.Future[bool], bool, BaseException | None]
 
-#: Where the writer commits: "loop" (SQLite, on the event loop, with the thread as fallback),
-#: "async" (PostgreSQL, an asyncio connection on the loop), "thread" (always the thread).
-Mode = Literal["loop", "async", "thread"]
+#: Where the writer stores: "journal" (a SQLite file's inbox journal), "loop" (SQLite, on the
+#: event loop, with the thread as fallback), "async" (PostgreSQL, an asyncio connection on the
+#: loop), "thread" (always the thread).
+Mode = Literal["journal", "loop", "async", "thread"]
 
 
 class InboxWriter:
@@ -78,8 +84,16 @@ class InboxWriter:
         self._db = db
         self._now = now
         self._delay = delay_ms / 1000
-        #: Where commits run (see :data:`Mode`); None: "loop" on SQLite, "async" otherwise.
-        self.mode: Mode = mode or ("loop" if db.dialect == "sqlite" else "async")
+        #: Where callbacks are stored (see :data:`Mode`); None: "journal" on a SQLite file,
+        #: "loop" on another SQLite database, "async" otherwise.
+        directory = journal_dir(db)
+        self.mode: Mode = mode or (
+            "journal" if directory else "loop" if db.dialect == "sqlite" else "async"
+        )
+        if self.mode == "journal" and directory is None:
+            raise ValueError("the inbox journal needs a SQLite database file")
+        #: The journal ("journal" mode), which the inbox worker moves into the table.
+        self.journal = InboxJournal(directory, db) if self.mode == "journal" and directory else None
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         # Guarded by _lock: rows handed over, whether the thread waits, checkpoint/stop requests.
@@ -105,11 +119,14 @@ class InboxWriter:
     def start(self) -> None:
         self._stopping = False
         self._started = True
-        self._thread = threading.Thread(target=self._run, name="inbox-writer", daemon=True)
-        self._thread.start()
+        if self.journal is None:
+            self._thread = threading.Thread(target=self._run, name="inbox-writer", daemon=True)
+            self._thread.start()
 
     def stop(self) -> None:
         self._started = False
+        if self.journal is not None:
+            self.journal.close()
         if self._thread is not None:
             with self._lock:
                 self._stopping = True
@@ -120,12 +137,23 @@ class InboxWriter:
 
     @property
     def running(self) -> bool:
+        if self.journal is not None:
+            return self._started
         return self._thread is not None and self._thread.is_alive()
+
+    def append(self, door: str, namespace: str, key: str, body: str, received_at: datetime) -> None:
+        """ "journal" mode: store one callback's decrypted ``body`` durably, now (no waiting, no
+        answer: duplicates are dropped in the table). Raises when it is not stored."""
+        if not self._started or self.journal is None:
+            raise RuntimeError("inbox writer is not running")
+        self.journal.append(encode(door, namespace, key, body, received_at))
 
     async def store(self, item: inbox.Incoming) -> bool:
         """Commit ``item`` durably; True if it was new, False if its key was stored before."""
         if not self._started:
             raise RuntimeError("inbox writer is not running")
+        if self.journal is not None:
+            raise RuntimeError("the inbox writer journals: callbacks go through append()")
         loop = self._loop
         if loop is None or loop.is_closed():
             # Remembered: on Python 3.11 every get_running_loop() is a getpid() system call.

@@ -97,7 +97,9 @@ _STORE = BulkStatement(
 _ARRIVALS_CHUNK = 500
 
 
-def store_arrivals(conn: Connection, items: Sequence[Incoming], now: datetime) -> list[int]:
+def store_arrivals(
+    conn: Connection, items: Sequence[Incoming], now: datetime | Sequence[datetime]
+) -> list[int]:
     """:func:`store_new` for the callback inbox writer (unprocessed rows): the same rows and the
     same answer, the indexes of the items that were new. ``conn`` is in a transaction; the
     caller commits.
@@ -105,14 +107,20 @@ def store_arrivals(conn: Connection, items: Sequence[Incoming], now: datetime) -
     The writer commits every callback's row, so this skips the ORM's per-row work: one
     multi-row ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` per chunk on the session's
     connection, with the timestamp converted once (that per-row work was most of the writer's
-    CPU time). See :func:`insert_arrivals` for the same without SQLAlchemy's statement layer.
+    CPU time). ``now`` is every row's receive time, or one per item. See
+    :func:`insert_arrivals` for the same without SQLAlchemy's statement layer.
     """
 
     def run(sql: str, params: tuple[object, ...]) -> Sequence[Sequence[Any]]:
         return conn.exec_driver_sql(sql, params).all()
 
     mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-    return insert_arrivals(run, mark, items, received_value(conn.dialect, now))
+    if isinstance(now, datetime):
+        return insert_arrivals(run, mark, items, received_value(conn.dialect, now))
+    # One receive time per item (the callback journal keeps each callback's own).
+    each = [received_value(conn.dialect, t) for t in now]
+    plan = ArrivalsInsert(items, mark, None, each)
+    return plan.new_indexes([row for sql, args in plan.statements for row in run(sql, args)])
 
 
 def received_value(dialect: Dialect, now: datetime) -> object:
@@ -141,7 +149,15 @@ class ArrivalsInsert:
     answer: for callers that run the statements themselves (:func:`insert_arrivals`, and the
     inbox writer's asynchronous PostgreSQL connection)."""
 
-    def __init__(self, items: Sequence[Incoming], mark: str, received: object) -> None:
+    def __init__(
+        self,
+        items: Sequence[Incoming],
+        mark: str,
+        received: object,
+        received_each: Sequence[object] | None = None,
+    ) -> None:
+        """``received`` is every row's ``received_at`` (from :func:`received_value`), unless
+        ``received_each`` gives one per item."""
         first: dict[tuple[str, str], int] = {}
         for i, item in enumerate(items):
             first.setdefault((item.namespace, item.event_key), i)
@@ -154,7 +170,8 @@ class ArrivalsInsert:
             row = f"({mark}, {mark}, {mark}, {mark}, {mark}, NULL, NULL)"
             params: list[object] = []
             for (namespace, key), i in chunk:
-                params += (items[i].door, namespace, key, items[i].payload, received)
+                stamp = received if received_each is None else received_each[i]
+                params += (items[i].door, namespace, key, items[i].payload, stamp)
             sql = (
                 "INSERT INTO raw_event (door, namespace, event_key, payload, received_at, "
                 f"processed_at, error) VALUES {', '.join([row] * len(chunk))} "

@@ -62,6 +62,8 @@ class Running:
     server: Server
 
     async def raw_events(self) -> int:
+        """Stored events: what the inbox journal holds is moved into the table first."""
+        await self.server.flush_journal()
         with self.bot.db.session() as s:
             return int(s.scalar(select(func.count()).select_from(RawEvent)) or 0)
 
@@ -69,6 +71,7 @@ class Running:
         """Wait until the inbox worker has processed every stored event."""
         deadline = asyncio.get_running_loop().time() + limit_s
         while True:
+            await self.server.flush_journal()
             with self.bot.db.session() as s:
                 pending = s.scalar(
                     select(func.count())

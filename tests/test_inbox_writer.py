@@ -45,7 +45,7 @@ def stored(db: Database) -> list[tuple[str, str, datetime]]:
 
 
 async def test_sqlite_commits_on_the_loop_one_commit_per_iteration(sqlite_db: Database) -> None:
-    writer = InboxWriter(sqlite_db, lambda: NOW)
+    writer = InboxWriter(sqlite_db, lambda: NOW, mode="loop")
     writer.start()
     try:
         # Callbacks that reach the writer in one loop iteration share one commit.
@@ -65,7 +65,7 @@ async def test_a_locked_database_sends_the_batch_to_the_thread(
 ) -> None:
     """Another writer holds SQLite's lock: the loop does not wait for it (that would stall every
     request); the thread waits, commits once the lock is free, and the callback is answered."""
-    writer = InboxWriter(sqlite_db, lambda: NOW)
+    writer = InboxWriter(sqlite_db, lambda: NOW, mode="loop")
     writer.start()
     other = sqlite3.connect(tmp_path / "inbox.db", isolation_level=None)
     try:
@@ -89,7 +89,7 @@ async def test_a_locked_database_sends_the_batch_to_the_thread(
 async def test_a_broken_loop_connection_is_replaced_and_nothing_is_lost(
     sqlite_db: Database,
 ) -> None:
-    writer = InboxWriter(sqlite_db, lambda: NOW)
+    writer = InboxWriter(sqlite_db, lambda: NOW, mode="loop")
     writer.start()
     try:
         assert await writer.store(item("a")) is True
@@ -119,7 +119,7 @@ async def test_the_thread_checkpoints_the_wal_the_loop_leaves_alone(
     # Held open so that the writer's connections closing is not the last close (which would
     # checkpoint by itself).
     keep = sqlite3.connect(tmp_path / "inbox.db")
-    writer = InboxWriter(sqlite_db, lambda: NOW)
+    writer = InboxWriter(sqlite_db, lambda: NOW, mode="loop")
     writer.start()
     try:
         for i in range(2):
@@ -149,7 +149,7 @@ async def test_without_loop_commits_the_thread_does_all(sqlite_db: Database) -> 
 
 
 async def test_store_refuses_when_the_writer_is_stopped(sqlite_db: Database) -> None:
-    writer = InboxWriter(sqlite_db, lambda: NOW)
+    writer = InboxWriter(sqlite_db, lambda: NOW, mode="loop")
     with pytest.raises(RuntimeError, match="not running"):
         await writer.store(item("x"))
     assert stored(sqlite_db) == []
@@ -168,10 +168,18 @@ def commits(writer: InboxWriter) -> int:
     return writer.loop_commits if writer.mode == "loop" else writer.async_commits
 
 
-async def test_the_default_mode_groups_concurrent_callbacks(any_db: Database) -> None:
+def test_the_default_mode_journals_on_a_sqlite_file_and_commits_on_postgresql(
+    any_db: Database,
+) -> None:
+    writer = InboxWriter(any_db, lambda: NOW)
+    assert writer.mode == ("journal" if any_db.dialect == "sqlite" else "async")
+    assert (writer.journal is not None) == (any_db.dialect == "sqlite")
+
+
+async def test_database_modes_group_concurrent_callbacks(any_db: Database) -> None:
     """SQLite commits on the loop, PostgreSQL on an asyncio connection; either way callbacks that
     arrive together share a commit, duplicates are told apart, and no thread is involved."""
-    writer = InboxWriter(any_db, lambda: NOW)
+    writer = InboxWriter(any_db, lambda: NOW, mode="loop" if any_db.dialect == "sqlite" else None)
     assert writer.mode == ("loop" if any_db.dialect == "sqlite" else "async")
     writer.start()
     try:

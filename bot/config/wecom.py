@@ -60,6 +60,7 @@ class ServerSettings:
     inbox_idle_ms: int = 20
     inbox_max_lag_ms: int = 2000
     inbox_slice_ms: int = 5
+    inbox_journal: bool = True
     aibot: DoorSecrets = DoorSecrets(
         "/wecom/aibot", "COHORTBOT_AIBOT_TOKEN", "COHORTBOT_AIBOT_AES_KEY"
     )
@@ -122,6 +123,7 @@ def parse_server(r: Reader) -> ServerSettings:
         inbox_idle_ms=r.int_("inbox_idle_ms", d.inbox_idle_ms, 0, 10000),
         inbox_max_lag_ms=r.int_("inbox_max_lag_ms", d.inbox_max_lag_ms, 0, 600000),
         inbox_slice_ms=r.int_("inbox_slice_ms", d.inbox_slice_ms, 1, 10000),
+        inbox_journal=r.bool_("inbox_journal", d.inbox_journal),
         aibot=parse_door(r.table("aibot"), d.aibot),
         robot=parse_door(r.table("robot"), d.robot),
         app=parse_door(r.table("app"), d.app),

@@ -271,6 +271,7 @@ class World:
         poller = self.server.archive
         while True:
             pulled = poller is None or await poller.last_seq() >= self.archive.last_seq
+            await self.server.flush_journal()  # answered callbacks into the inbox table
             if pulled and not self._unprocessed():
                 break
             if loop.time() > deadline:

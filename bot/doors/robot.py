@@ -7,10 +7,20 @@ carries no send time, so the receive time stands in (see :mod:`bot.doors.wire`).
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any
 
-from bot.doors.crypto import CallbackRejectedError, parse_xml
+from bot.doors.crypto import (
+    CDATA_BODY,
+    LEAF,
+    NAME,
+    TEXT_BODY,
+    WS,
+    CallbackRejectedError,
+    parse_xml,
+    refuse_dtd,
+)
 from bot.doors.wire import (
     Admitted,
     DoorFormatError,
@@ -45,13 +55,64 @@ def admit(plaintext: str, received_at: datetime) -> Admitted:
     """The route's check of a decrypted robot callback: it refuses (:class:`DoorFormatError`)
     exactly what :func:`parse_plain` refuses, and returns the inbox key, without building the
     update (the inbox worker does, from the stored payload). Events, which are rare, get the
-    full parse for their stable key."""
-    root = _root(plaintext)
-    msgtype, _sender, msgid = _identity(root)
+    full parse for their stable key; so does a document :func:`_key_fields` cannot read."""
+    fields = _key_fields(plaintext)
+    if fields is None:
+        root = _root(plaintext)
+        msgtype, _sender, msgid = _identity(root)
+    else:
+        msgtype, sender, msgid = fields
+        if not msgtype or not sender:
+            raise DoorFormatError("robot callback without MsgType or From.UserId")
     if msgtype == "event":
-        update = _update(root, received_at)
+        update = _update(_root(plaintext), received_at)
         return Admitted(update.message_id, update.event_data["name"])
     return Admitted(_message_id(msgid))
+
+
+def _leaf(group: str) -> str:
+    return rf"(?:<!\[CDATA\[(?P<{group}c>{CDATA_BODY})\]\]>|(?P<{group}t>{TEXT_BODY}))"
+
+
+# The plain shape of bot.doors.crypto (its _SHAPE, the same language) with the three fields the
+# route needs captured where they are children of the root (MsgType, MsgId) or of its From. A
+# repeated element keeps only its last capture, so _key_fields only trusts a capture whose tag
+# occurs once in the whole text.
+#
+# Each element is an atomic group under a greedy repetition, not a possessive one: on Python
+# 3.11, reading captures made inside a possessive repetition can fail ("The span of capturing
+# group is wrong"), and the atomic groups keep a failing match from retrying alternatives.
+_KEY_FIELDS = re.compile(
+    rf"(?:{WS}(?><MsgType>{_leaf('type')}</MsgType>|<MsgId>{_leaf('id')}</MsgId>"
+    rf"|<From>(?:{WS}(?><UserId>{_leaf('user')}</UserId>|<(?P<f>{NAME})>{LEAF}</(?P=f)>))+{WS}"
+    rf"</From>"
+    rf"|<(?P<t>{NAME})>(?:{LEAF}|(?:{WS}<(?P<i>{NAME})>{LEAF}</(?P=i)>)+{WS})</(?P=t)>))*{WS}"
+)
+_KEY_TAGS = ("<MsgType>", "<MsgId>", "<From>", "<UserId>")
+
+
+def _key_fields(plaintext: str) -> tuple[str, str, str] | None:
+    """MsgType, From.UserId and MsgId as ``text_field`` reads them from :func:`_root`'s dict,
+    in one regular-expression pass and without building the dict; None when the document is
+    not of the plain shape or one of those tags occurs more than once (the full parse then
+    decides). Raises what :func:`_root` raises for a DTD.
+
+    Why it is the same answer: a tag that occurs once in the text is either that child of the
+    root (or of From), captured, or somewhere else (nested deeper, inside a CDATA section, or an
+    element with children), where ``text_field`` finds no string either.
+    """
+    try:
+        refuse_dtd(plaintext)
+    except CallbackRejectedError as exc:
+        raise DoorFormatError(exc.reason) from None
+    end = len(plaintext) - 6
+    if end < 5 or not plaintext.startswith("<xml>") or not plaintext.endswith("</xml>"):
+        return None
+    match = _KEY_FIELDS.fullmatch(plaintext, 5, end)
+    if match is None or any(plaintext.count(tag) > 1 for tag in _KEY_TAGS):
+        return None
+    found = match.group("typec", "typet", "userc", "usert", "idc", "idt")
+    return found[0] or found[1] or "", found[2] or found[3] or "", found[4] or found[5] or ""
 
 
 def _identity(root: dict[str, Any]) -> tuple[str, str, str]:
