@@ -32,7 +32,6 @@ from sqlalchemy import (
     event,
     func,
     select,
-    tuple_,
     update,
 )
 from sqlalchemy.orm import Session, SessionTransaction
@@ -502,35 +501,32 @@ def _booked_keys(session: Session, keys: Sequence[str]) -> set[str]:
     return set(session.scalars(stmt).all())
 
 
-#: Days (cohort, member, day) per day-total query: three parameters each.
-_DAYS_PER_QUERY = 300
-
-
 def _day_totals(session: Session, capped: Sequence[_Later]) -> dict[DayKey, int]:
-    """The day totals per reason that the caps of ``capped`` read (:func:`day_total`'s sums)."""
-    days = sorted({(p.cohort_id, p.member_id, p.day) for p in capped})
+    """The day totals per reason that the caps of ``capped`` read (:func:`day_total`'s sums).
+
+    One query per cohort, by member and day lists (a row-value IN list would be a scan of the
+    ledger on SQLite); rows of a listed member on another listed day are simply not read back.
+    """
+    wanted = {(p.cohort_id, p.member_id, p.day) for p in capped}
     reasons = sorted({r for p in capped for r in _cap_reasons(p.reason)})
     table = PointsEntry.__table__  # type: ignore[attr-defined]
     out: dict[DayKey, int] = {}
-    for start in range(0, len(days), _DAYS_PER_QUERY):
+    for cohort_id in sorted({c for c, _m, _d in wanted}):
         stmt = (
-            select(
-                table.c.cohort_id,
-                table.c.member_id,
-                table.c.day,
-                table.c.reason,
-                func.sum(table.c.delta),
-            )
+            select(table.c.member_id, table.c.day, table.c.reason, func.sum(table.c.delta))
             .where(
-                tuple_(table.c.cohort_id, table.c.member_id, table.c.day).in_(
-                    days[start : start + _DAYS_PER_QUERY]
+                table.c.cohort_id == cohort_id,
+                one_of(
+                    session, table.c.member_id, sorted({m for c, m, _d in wanted if c == cohort_id})
                 ),
+                table.c.day.in_(sorted({d for c, _m, d in wanted if c == cohort_id})),
                 table.c.reason.in_(reasons),
             )
-            .group_by(table.c.cohort_id, table.c.member_id, table.c.day, table.c.reason)
+            .group_by(table.c.member_id, table.c.day, table.c.reason)
         )
-        for c, m, d, r, total in session.execute(stmt).all():
-            out[(c, m, d, r)] = int(total or 0)
+        for m, d, r, total in session.execute(stmt).all():
+            if (cohort_id, m, d) in wanted:
+                out[(cohort_id, m, d, r)] = int(total or 0)
     return out
 
 
