@@ -9,6 +9,7 @@ message never pays twice.
 from __future__ import annotations
 
 from datetime import date
+from typing import Any
 
 from sqlalchemy import select
 from sqlmodel import col
@@ -75,23 +76,57 @@ def award(
     ``day`` to the current learning day. Call it from a handler, e.g. for a self-introduction:
     ``award(ctx, cohort=c, member_id=m, reason=ledger.INTRO, key=f"intro:{c.id}:{m}")``.
     """
-    amount = rule_points(ctx, reason) if points is None else points
-    when = day or ctx.facts.day or today_of(ctx, cohort)
     # The writer, not ctx.session: ledger rows never depend on the buffered hot-path writes, so
     # a check-in in a big import batch does not force the activity buffer out early.
     return ledger.post(
-        ctx.uow.writer,
-        cohort_id=cohort.id,
-        member_id=member_id,
-        delta=amount,
-        reason=reason,
-        key=key,
-        day=when,
-        now=ctx.clock.now(),
-        actor=actor,
-        note=note,
-        daily_cap=ctx.settings.points.daily_caps.get(reason, 0),
+        ctx.uow.writer, **_award_args(ctx, cohort, member_id, reason, key, points, day, actor, note)
     )
+
+
+def award_later(
+    ctx: Context,
+    *,
+    cohort: CohortSettings,
+    member_id: str,
+    reason: str,
+    key: str,
+    points: int | None = None,
+    day: date | None = None,
+    actor: str = "bot",
+    note: str = "",
+) -> None:
+    """:func:`award` for a caller that needs no answer: booked with the unit of work's other
+    deferred posts (:func:`storage.points.post_later`), a few statements for a whole batch."""
+    ledger.post_later(
+        ctx.uow.writer, **_award_args(ctx, cohort, member_id, reason, key, points, day, actor, note)
+    )
+
+
+def _award_args(
+    ctx: Context,
+    cohort: CohortSettings,
+    member_id: str,
+    reason: str,
+    key: str,
+    points: int | None,
+    day: date | None,
+    actor: str,
+    note: str,
+) -> dict[str, Any]:
+    """:func:`storage.points.post`'s arguments for an award."""
+    amount = rule_points(ctx, reason) if points is None else points
+    return {
+        "cohort_id": cohort.id,
+        "member_id": member_id,
+        "delta": amount,
+        "reason": reason,
+        "key": key,
+        "day": day or ctx.facts.day or today_of(ctx, cohort),
+        "now": ctx.clock.now(),
+        "actor": actor,
+        "note": note,
+        "daily_cap": ctx.settings.points.daily_caps.get(reason, 0),
+    }
 
 
 def cohort_of_member(ctx: Context, member_id: str) -> CohortSettings | None:
@@ -119,9 +154,10 @@ def effective_cohort(ctx: Context, cohort: CohortSettings) -> CohortSettings:
 
 @router.message(in_cohort_group, lambda u, c: c.facts.checkin_id is not None)
 async def pay_checkin(update: Update, ctx: Context) -> None:
-    """The day's check-in earns its points, once per message."""
+    """The day's check-in earns its points, once per message (booked with the batch's other
+    deferred ledger posts: nothing here needs the outcome)."""
     assert ctx.cohort is not None and ctx.facts.day is not None
-    award(
+    award_later(
         ctx,
         cohort=ctx.cohort,
         member_id=update.sender_id,

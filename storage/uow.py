@@ -1,16 +1,18 @@
 """The unit of work: one transaction for one ingest batch or one job run.
 
 Hot-path writes (messages, counter deltas, member sightings) go into :attr:`UnitOfWork.activity`
-and are written in bulk. Anything that reads or writes through :attr:`UnitOfWork.session` sees
-them, because asking for the session flushes the buffer first. :attr:`UnitOfWork.writer` is the
-same session without that flush, for the few hot-path statements that never depend on buffered
-rows (inserting a check-in, for one).
+and are written in bulk, as are deferred ledger posts (:func:`storage.points.post_later`).
+Anything that reads or writes through :attr:`UnitOfWork.session` sees them, because asking for
+the session flushes the buffers first. :attr:`UnitOfWork.writer` is the same session without
+that flush, for the few hot-path statements that never depend on buffered rows (inserting a
+check-in, for one); the ledger's own functions book its deferred posts themselves.
 """
 
 from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
+from storage import points
 from storage.activity import ActivityBuffer
 
 
@@ -35,6 +37,7 @@ class UnitOfWork:
     def flush(self) -> None:
         if self.activity:
             self.activity.flush(self._session)
+        points.settle(self._session)  # deferred ledger posts (see storage.points.post_later)
 
     def commit(self) -> None:
         self.flush()

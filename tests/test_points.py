@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from datetime import timedelta
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
 
 from bot.app import App
 from bot.clock import ManualClock
@@ -276,3 +280,127 @@ async def test_help_lists_the_points_commands_by_role(bot: App) -> None:
         "取消 <兑换号>",
     ):
         assert usage in leader
+
+
+def _ledger_calls(day: date) -> list[dict[str, Any]]:
+    """Posts that take every path of ``post``: capped, cut down to the cap, refused by the cap,
+    duplicates (within the calls and of an entry booked before), refused debits, other days."""
+    other = day + timedelta(days=1)
+    calls: list[dict[str, Any]] = []
+    for i in range(3):  # a cap of 4: +3, then +1, then refused
+        calls.append({"member_id": "wmA", "delta": 3, "reason": ledger.CHECKIN, "key": f"a{i}"})
+    calls += [
+        {"member_id": "wmA", "delta": 3, "reason": ledger.CHECKIN, "key": "a9", "day": other},
+        {"member_id": "wmA", "delta": 3, "reason": ledger.CHECKIN, "key": "a9"},  # duplicate
+        {"member_id": "wmA", "delta": 3, "reason": ledger.CHECKIN, "key": "seed"},  # booked
+        {"member_id": "wmB", "delta": -5, "reason": ledger.MANUAL, "key": "b0"},  # insufficient
+        {"member_id": "wmB", "delta": 4, "reason": ledger.MANUAL, "key": "b1"},
+        {"member_id": "wmB", "delta": -4, "reason": ledger.MANUAL, "key": "b2"},
+        {"member_id": "wmA", "delta": -2, "reason": ledger.CHECKIN_UNDO, "key": "a-undo"},
+        {"member_id": "wmA", "delta": 3, "reason": ledger.CHECKIN, "key": "a3"},  # cap left: 2
+        {"member_id": "wmC", "delta": 0, "reason": ledger.MANUAL, "key": "c0"},
+    ]
+    for call in calls:
+        call.setdefault("day", day)
+        call["daily_cap"] = 4 if call["reason"] in (ledger.CHECKIN, ledger.CHECKIN_UNDO) else 0
+    return calls
+
+
+def _ledger_rows(db: Database) -> tuple[list[Any], dict[str, int]]:
+    with db.session() as s:
+        booked = ledger.entries_of_cohort(s, "c1")
+        first = booked[0].id or 0  # ids relative to the first (PostgreSQL's sequence goes on)
+        rows = [((e.id or 0) - first, e.member_id, e.delta, e.reason, e.key, e.day) for e in booked]
+        sums = {m: ledger.ledger_sum(s, "c1", m) for m in ("wmA", "wmB", "wmC")}
+        assert sums == {m: ledger.balance(s, "c1", m) for m in sums}
+        return rows, ledger.balances(s, "c1")
+
+
+@pytest.mark.parametrize("direct_between", [False, True])
+def test_deferred_posts_book_what_post_would(
+    database_url: str, clock: ManualClock, tmp_path: Path, direct_between: bool
+) -> None:
+    """``post_later`` then one settle: the same entries (ids in call order), balances and
+    refusals as ``post`` one call at a time; a direct post in between keeps the order."""
+    clock.set(local(2026, 11, 3, 10))
+    day = clock.now().date()
+    outcomes = []
+    for deferred in (False, True):
+        url = database_url
+        if deferred and database_url.startswith("sqlite"):
+            url = f"sqlite:///{tmp_path / 'deferred.db'}"
+        if deferred and not database_url.startswith("sqlite"):
+            # A second run in the same PostgreSQL schema: start from an empty ledger again.
+            cleared = Database(url)
+            with cleared.unit_of_work_sync() as uow:
+                for model in (ledger.PointsEntry, ledger.PointsBalance):
+                    uow.session.execute(model.__table__.delete())  # type: ignore[attr-defined]
+            cleared.dispose()
+        open_bot(make_settings(url), clock).close()
+        db = Database(url)
+        try:
+            with db.unit_of_work_sync() as uow:
+                ledger.post(
+                    uow.session,
+                    cohort_id="c1",
+                    member_id="wmA",
+                    delta=1,
+                    reason=ledger.MANUAL,
+                    key="seed",
+                    day=day,
+                    now=clock.now(),
+                )
+            with db.unit_of_work_sync() as uow:
+                for i, call in enumerate(_ledger_calls(day)):
+                    post = ledger.post_later if deferred else ledger.post
+                    post(uow.writer, cohort_id="c1", now=clock.now(), **call)
+                    if direct_between and i == 4:
+                        ledger.post(
+                            uow.writer,
+                            cohort_id="c1",
+                            member_id="wmB",
+                            delta=2,
+                            reason=ledger.MANUAL,
+                            key="direct",
+                            day=day,
+                            now=clock.now(),
+                        )
+            outcomes.append(_ledger_rows(db))
+        finally:
+            db.dispose()
+    assert outcomes[0] == outcomes[1]
+    rows, balances = outcomes[1]
+    assert [r[4] for r in rows][:4] == ["seed", "a0", "a1", "a9"]
+    assert balances["wmA"] == 1 + 3 + 1 + 3 - 2 + 2
+
+
+def test_deferred_posts_are_read_back_and_rolled_back(
+    database_url: str, clock: ManualClock
+) -> None:
+    """Every ledger read (and a read through the unit of work's session) sees a deferred post;
+    a rollback drops the posts that were still waiting."""
+    clock.set(local(2026, 11, 3, 10))
+    day = clock.now().date()
+    open_bot(make_settings(database_url), clock).close()
+    db = Database(database_url)
+    args: dict[str, Any] = {"cohort_id": "c1", "member_id": "wmA", "reason": ledger.MANUAL}
+    try:
+        with db.unit_of_work_sync() as uow:
+            ledger.post_later(uow.writer, delta=5, key="k1", day=day, now=clock.now(), **args)
+            assert ledger.balance(uow.writer, "c1", "wmA") == 5
+            ledger.post_later(uow.writer, delta=2, key="k2", day=day, now=clock.now(), **args)
+            uow.session  # noqa: B018 (asking for the session books the deferred posts)
+            assert uow.writer.info.get("storage.points.later") is None
+            ledger.post_later(uow.writer, delta=1, key="k3", day=day, now=clock.now(), **args)
+
+        def rolled_back() -> None:
+            with db.unit_of_work_sync() as uow:
+                ledger.post_later(uow.writer, delta=9, key="k4", day=day, now=clock.now(), **args)
+                raise RuntimeError("rolled back")
+
+        with pytest.raises(RuntimeError):
+            rolled_back()
+        with db.session() as s:
+            assert ledger.balance(s, "c1", "wmA") == 8 == ledger.ledger_sum(s, "c1", "wmA")
+    finally:
+        db.dispose()

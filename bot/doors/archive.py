@@ -84,6 +84,23 @@ def parse_item(item: Any, door: Door = Door.ARCHIVE) -> Update | None:
     if not isinstance(msgtype, str) or not msgtype:
         raise ArchiveFormatError("missing msgtype")
     name = item.get("from_name", "")
+    if action == "send" and msgtype != "revoke":
+        text = _text_of(msgtype, item)
+        if msgtype == "text" and not isinstance(item.get("text"), Mapping):
+            raise ArchiveFormatError("text message without text.content")
+        # Every field checked above (msgid not empty, msgtime to an aware datetime).
+        return Update.checked_message(
+            door,
+            msgid,
+            room,
+            sender,
+            sent_at,
+            name if isinstance(name, str) else "",
+            sender_kind_of(sender),
+            msgtype,
+            text,
+            item if isinstance(item, dict) else dict(item),
+        )
     common: dict[str, Any] = {
         "door": door,
         "message_id": msgid,
@@ -95,18 +112,14 @@ def parse_item(item: Any, door: Door = Door.ARCHIVE) -> Update | None:
         "msg_type": msgtype,
         "raw": item,
     }
-    if action == "recall" or msgtype == "revoke":
-        revoke = item.get("revoke")
-        pre = revoke.get("pre_msgid") if isinstance(revoke, Mapping) else None
-        if not isinstance(pre, str) or not pre:
-            raise ArchiveFormatError("recall without revoke.pre_msgid")
-        return Update(
-            kind=UpdateKind.EVENT, event=Event.RECALL, event_data={"recalled_id": pre}, **common
-        )
-    text = _text_of(msgtype, item)
-    if msgtype == "text" and not isinstance(item.get("text"), Mapping):
-        raise ArchiveFormatError("text message without text.content")
-    return Update(kind=UpdateKind.MESSAGE, text=text, **common)
+    # A recall (action "recall", or a "revoke" message).
+    revoke = item.get("revoke")
+    pre = revoke.get("pre_msgid") if isinstance(revoke, Mapping) else None
+    if not isinstance(pre, str) or not pre:
+        raise ArchiveFormatError("recall without revoke.pre_msgid")
+    return Update(
+        kind=UpdateKind.EVENT, event=Event.RECALL, event_data={"recalled_id": pre}, **common
+    )
 
 
 def parse_line(line: str, door: Door = Door.IMPORT) -> Update | None:
