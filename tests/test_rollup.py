@@ -292,7 +292,10 @@ def test_postgres_has_an_index_for_todays_counters(app: App) -> None:
     radar reads, so today's rows are found without scanning every day's."""
     with app.db.unit_of_work_sync() as uow:
         (definition,) = uow.session.execute(
-            text("SELECT indexdef FROM pg_indexes WHERE indexname = :name"),
+            text(
+                "SELECT indexdef FROM pg_indexes"
+                " WHERE indexname = :name AND schemaname = current_schema()"
+            ),
             {"name": rollup.PG_TODAY_INDEX},
         ).one()
     assert definition.endswith(
