@@ -483,15 +483,25 @@ def evaluate(
     caller to save in the same transaction (``store.saving_flags``, while it renders).
     """
     rules = settings.radar
+    wanted = set(chat_ids)
     staff = {
-        g.chat_id: set(g.leaders) | set(g.teachers) for g in cohort.groups if g.chat_id in chat_ids
+        g.chat_id: set(g.leaders) | set(g.teachers) for g in cohort.groups if g.chat_id in wanted
     }
-    rows = [
-        r
-        for r in store.learners(session, chat_ids, today, cohort.start_date)
-        if r.member_id not in staff.get(r.chat_id, ())
-        and not (r.left_at is not None and _left(r.joined_at, r.left_at))
-    ]
+    anyone_staff = set().union(*staff.values())
+    # The learners by group (staff and members who left are not learners), in row order.
+    by_group: dict[str, list[Learner]] = {c: [] for c in chat_ids}
+    rows: list[Learner] = []
+    for r in store.learners(session, chat_ids, today, cohort.start_date):
+        member_id = r.member_id
+        if member_id in anyone_staff and member_id in staff.get(r.chat_id, ()):
+            continue
+        if r.left_at is not None and _left(r.joined_at, r.left_at):
+            continue
+        rows.append(r)
+        group = by_group.get(r.chat_id)
+        if group is None:
+            group = by_group[r.chat_id] = []
+        group.append(r)
     flags = store.flags_of(session, chat_ids)
     latest = nudge_store.latest_per_member(session, chat_ids)
     progress = (
@@ -507,9 +517,6 @@ def evaluate(
     drop_need = 3 * rules.checkin_drop_ratio  # check-ins in 3 days that no baseline can beat
     n_today = cohort.cohort_day(today)
     fast_ok = 1 <= n_today <= cohort.length_days and n_today > rules.intro_by_day
-    by_group: dict[str, list[Learner]] = {c: [] for c in chat_ids}
-    for r in rows:
-        by_group.setdefault(r.chat_id, []).append(r)
 
     out: dict[str, GroupRadar] = {}
     to_save: list[dict[str, Any]] = []
@@ -563,11 +570,12 @@ def evaluate(
         else:
             rate3 = chars3 = 0.0
         base = Baselines(rate3, chars3)
+        # Most reviews first, then by name, then by member id (plain tuples sort without a key
+        # function; equal names were left in row order, which is member id order on SQLite).
         reviewers = sorted(
-            ((r.member_id, r.name, r.reviews_today) for r in members if r.reviews_today > 0),
-            key=lambda t: (-t[2], t[1]),
+            [(-r.reviews_today, r.name, r.member_id) for r in members if r.reviews_today > 0]
         )
-        gr.reviewers_today = reviewers[:5]
+        gr.reviewers_today = [(m, name, -c) for c, name, m in reviewers[:5]]
         group_limit = chars3 * volume_ratio
         for r in members:
             # One unpacking instead of a dozen attribute reads (200,000 learners a night).

@@ -333,3 +333,29 @@ def test_postgres_has_an_index_for_todays_counters(app: App) -> None:
     assert definition.endswith(
         "(day, chat_id, member_id) INCLUDE (messages, chars, checkins, reviews_given)"
     ), definition
+
+
+async def test_reviewers_of_the_day_most_reviews_first_then_by_name(app: App) -> None:
+    """The digest's top reviewers: the five learners with the most reviews today, equal counts
+    by name."""
+    app.clock.set(local(2026, 11, 12, 21))  # type: ignore[attr-defined]
+    today = date(2026, 11, 12)
+    given = {"wmA": 1, "wmB": 3, "wmC": 3, "wmD": 2, "wmE": 1, "wmF": 1, "wmG": 0}
+    for member in given:
+        await post(app, GROUP_A, member, today)
+    with app.db.unit_of_work_sync() as uow:
+        for member, n in given.items():
+            uow.session.execute(
+                text(
+                    "UPDATE daily_counter SET reviews_given = :n"
+                    " WHERE chat_id = :c AND member_id = :m AND day = :d"
+                ),
+                {"n": n, "c": GROUP_A, "m": member, "d": today},
+            )
+    cohort = app.settings.cohort("c1")
+    with app.db.unit_of_work_sync() as uow:
+        radar = evaluate(uow.session, app.settings, cohort, [GROUP_A], today, persist=False)
+    assert radar[GROUP_A].reviewers_today == [
+        ("wmB", "wmB", 3), ("wmC", "wmC", 3), ("wmD", "wmD", 2), ("wmA", "wmA", 1),
+        ("wmE", "wmE", 1),
+    ]  # fmt: skip
