@@ -35,7 +35,17 @@ from bot.radar import (
     evaluate,
     stage_of,
 )
-from handlers.nudges import choose, group_of, scenarios_for, values_for
+from handlers.nudges import (
+    choose,
+    first_usable,
+    group_of,
+    group_values,
+    next_milestone,
+    rotation,
+    scenarios_for,
+    scenarios_of,
+    values_for,
+)
 from storage import nudges as nudge_store
 from storage import points, rollup, roster
 from storage.dialect import one_of
@@ -172,6 +182,80 @@ def suggestion(
     return (choice.script.id, choice.text) if choice else ("—", "")
 
 
+class Suggestions:
+    """:func:`suggestion` for every learner on a digest's quiet lists (the same choice and text),
+    with what does not depend on the learner (the scenarios, the script and which of its variants
+    can be filled) worked out once per kind of learner: a nightly digest suggests scripts to
+    60,000 learners, of a few hundred kinds."""
+
+    def __init__(self, cohort: CohortSettings, day: date, postcards: tuple[str, ...]) -> None:
+        self.cohort = cohort
+        self.day = day
+        self.postcards = postcards
+        self.card = bool(postcards) and postcards[0] is not None and postcards[0] != ""
+        self.weekend = day.weekday() >= 5
+        self._plans: dict[tuple[Any, ...], Any] = {}
+        self._groups: dict[tuple[str, str], tuple[dict[str, object], frozenset[str]]] = {}
+        self._next: dict[int, int | None] = {}
+
+    def __call__(self, risk: MemberRisk, teacher: str, balance: int) -> tuple[str, str]:
+        """The script id and text suggested to ``risk`` (``balance``: the learner's points)."""
+        shared = self._groups.get((risk.chat_id, teacher))
+        if shared is None:
+            values = group_values(self.cohort, risk.chat_id, self.day, teacher)
+            filled = frozenset([k for k, v in values.items() if v is not None and v != ""])
+            shared = self._groups[(risk.chat_id, teacher)] = (values, filled)
+        streak = risk.streak
+        if streak in self._next:
+            nxt = self._next[streak]
+        else:
+            nxt = self._next[streak] = next_milestone(self.cohort, streak)
+        near = streak > 0 and nxt is not None and nxt - streak <= 2
+        name = risk.name
+        key = (
+            shared[1], tuple([f.signal for f in risk.fired]), risk.stage, risk.level, near,
+            risk.holding, nxt is not None, name is not None and name != "",
+            balance is not None and balance != "",
+        )  # fmt: skip
+        plan = self._plans.get(key, self)
+        if plan is self:
+            plan = self._plans[key] = self._plan(key)
+        if plan is None:
+            return "—", ""
+        script, usable = plan
+        values = {
+            "name": name,
+            "days_quiet": risk.days_quiet,
+            "streak": streak,
+            "points": balance,
+            **shared[0],
+            "stage": STAGE_LABELS[risk.stage],
+        }
+        if nxt is not None:
+            values["next_milestone"] = nxt
+            values["days_to_milestone"] = nxt - streak
+        n = len(usable)
+        rot = rotation(f"{risk.member_id}:{self.day}")
+        for k in range(n):
+            template = usable[(k + rot) % n]
+            if template is not None:
+                if "postcard" in template.fields:
+                    values["postcard"] = self.postcards[0]
+                return script.id, template.render(values)
+        return "—", ""  # pragma: no cover - a plan has a usable variant
+
+    def _plan(self, key: tuple[Any, ...]) -> Any:
+        filled, signals, stage, level, near, holding, has_next, has_name, has_points = key
+        scenarios = scenarios_of(
+            frozenset(signals), stage, level, near, holding, self.weekend, bool(self.postcards)
+        )
+        present = set(filled) | {"days_quiet", "streak", "stage"}
+        present |= {"next_milestone", "days_to_milestone"} if has_next else set()
+        present |= {"name"} if has_name else set()
+        present |= {"points"} if has_points else set()
+        return first_usable(scenarios, stage.value, level, frozenset(present), self.card)
+
+
 def render_group(
     session: Session,
     settings: Settings,
@@ -186,11 +270,15 @@ def render_group(
     offers: Sequence[nudge_store.Offer],
     names: dict[str, str],
     prefetched: Prefetched | None = None,
+    suggest: Suggestions | None = None,
 ) -> str:
     """One group's digest as markdown. ``prefetched``: what :func:`group_digests` read for all
-    the groups at once (otherwise it is read here, for this group)."""
+    the groups at once (otherwise it is read here, for this group); ``suggest``: the
+    :class:`Suggestions` of all the groups' quiet lists."""
     if prefetched is None:
         prefetched = prefetch(session, cohort, [radar], day)
+    if suggest is None:
+        suggest = Suggestions(cohort, day, settings.nudges.postcards)
     group = group_of(cohort, radar.chat_id)
     title = group.name if group and group.name else radar.chat_id
     n = cohort.cohort_day(day)
@@ -226,15 +314,7 @@ def render_group(
             )
             lines.append(f"   > 今日私信（{state}）`{script_id}`：{text}")
         else:
-            script_id, text = suggestion(
-                session,
-                cohort,
-                m,
-                day,
-                teacher,
-                settings.nudges.postcards,
-                prefetched.balances.get(m.member_id, 0),
-            )
+            script_id, text = suggest(m, teacher, prefetched.balances.get(m.member_id, 0))
             lines.append(f"   > 建议话术 `{script_id}`：{text}")
     if len(flagged) > MAX_QUIET_LINES:
         lines.append(f"……另有 {len(flagged) - MAX_QUIET_LINES} 人，见看板。")
@@ -341,6 +421,7 @@ def group_digests(
     offers_by_chat: dict[str, list[nudge_store.Offer]] = {}
     for o in offers:
         offers_by_chat.setdefault(o.chat_id, []).append(o)
+    suggest = Suggestions(cohort, day, settings.nudges.postcards)
     out: dict[str, str] = {}
     with saving_flags(session, unsaved):  # rendering reads nothing more from the database
         for chat_id in chat_ids:
@@ -361,6 +442,7 @@ def group_digests(
                 offers_by_chat.get(chat_id, []),
                 names,
                 prefetched,
+                suggest,
             )
     return out
 
@@ -368,6 +450,24 @@ def group_digests(
 def split_markdown(text: str, limit: int = MARKDOWN_LIMIT) -> list[str]:
     """Split on line boundaries into parts of at most ``limit`` UTF-8 bytes; a single line longer
     than the limit is cut at a character boundary."""
+    # Each part takes as many whole lines as fit: it ends at the last line break within
+    # ``limit`` bytes of its start (found in the encoded text, not line by line: a nightly pass
+    # splits 200,000 lines). A line longer than the limit is cut by _split_lines.
+    data = text.encode()
+    parts: list[str] = []
+    at = 0
+    while len(data) - at > limit:
+        cut = data.rfind(b"\n", at, at + limit + 1)
+        if cut < 0:
+            return _split_lines(text, limit)
+        parts.append(data[at:cut].decode())
+        at = cut + 1
+    parts.append(data[at:].decode())
+    return [p for p in parts if p.strip()]
+
+
+def _split_lines(text: str, limit: int) -> list[str]:
+    """:func:`split_markdown` line by line, cutting lines longer than ``limit``."""
     parts: list[str] = []
     current: list[str] = []
     size = 0

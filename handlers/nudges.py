@@ -156,7 +156,7 @@ def scenarios_for(
     nxt = next_milestone(cohort, risk.streak)
     near = risk.streak > 0 and nxt is not None and nxt - risk.streak <= 2
     return list(
-        _scenarios(
+        scenarios_of(
             frozenset([f.signal for f in risk.fired]),
             risk.stage,
             risk.level,
@@ -169,7 +169,7 @@ def scenarios_for(
 
 
 @lru_cache(maxsize=4096)
-def _scenarios(
+def scenarios_of(
     s: frozenset[Signal],
     stage: Stage,
     level: int,
@@ -264,7 +264,7 @@ def choose(
 ) -> Choice | None:
     """The first script variant for these scenarios this learner has never received."""
     free_cards = [i for i in range(len(postcards)) if i not in used_postcards]
-    rot = int.from_bytes(hashlib.sha256(seed.encode()).digest()[:3])  # its first 6 hex digits
+    rot = rotation(seed)
     for script in _scripts_for(tuple(scenarios), stage, level):
         n = len(script.variants)
         for k in range(n):
@@ -285,6 +285,34 @@ def choose(
             if used_hashes and text_hash(text) in used_hashes:
                 continue
             return Choice(script, v, text, card)
+    return None
+
+
+def rotation(seed: str) -> int:
+    """Where :func:`choose` starts in a script's variants for this seed (first 6 hex digits of
+    its SHA-256)."""
+    return int.from_bytes(hashlib.sha256(seed.encode()).digest()[:3])
+
+
+@lru_cache(maxsize=4096)
+def first_usable(
+    scenarios: tuple[str, ...], stage: str, level: int, present: frozenset[str], card: bool
+) -> tuple[library.Script, tuple[library.Template | None, ...]] | None:
+    """For a learner with no history (nothing used), the script :func:`choose` picks: the first
+    candidate with a variant whose fields all have a value (``present``: the value names that
+    are neither None nor empty; ``card``: a postcard can be filled in), and its variants'
+    templates, None for a variant that cannot be filled. :func:`choose` then takes the first
+    usable variant from the learner's :func:`rotation`."""
+    for script in _scripts_for(scenarios, stage, level):
+        usable: list[library.Template | None] = []
+        for variant in script.variants:
+            template = library.compiled(variant)
+            filled = all(
+                (card if name == "postcard" else name in present) for name in template.fields
+            )
+            usable.append(template if filled else None)
+        if any(t is not None for t in usable):
+            return script, tuple(usable)
     return None
 
 
@@ -348,7 +376,7 @@ def values_for(
         "days_quiet": risk.days_quiet,
         "streak": risk.streak,
         "points": balance,
-        **_group_values(cohort, risk.chat_id, today, teacher),
+        **group_values(cohort, risk.chat_id, today, teacher),
         "stage": STAGE_LABELS[risk.stage],
     }
     if nxt is not None:
@@ -360,7 +388,7 @@ def values_for(
 _GROUP_VALUES: dict[tuple[int, str, date, str], tuple[CohortSettings, dict[str, object]]] = {}
 
 
-def _group_values(
+def group_values(
     cohort: CohortSettings, chat_id: str, today: date, teacher: str
 ) -> dict[str, object]:
     """The placeholder values every learner of a group shares on a day (a digest asks for

@@ -90,6 +90,12 @@ class _Compiled:
             self.values_expr = values.single_values_expr
         self._multi: dict[int, str] = {}
         order = list(compiled.positiontup or ()) if positional else list(compiled.binds)
+        if self.values_expr is None and positional and dialect.paramstyle == "qmark":
+            # SQLAlchemy marks no VALUES part in an upsert compiled for executemany on SQLite:
+            # a plain one (every parameter, in order) is as good.
+            plain = ", ".join(["?"] * len(order))
+            if self.sql.count(f"VALUES ({plain})") == 1:
+                self.values_expr = plain
         # Columns left out of an INSERT whose default SQLAlchemy computes before executing.
         defaults: dict[str, Any] = {}
         for column in getattr(compiled, "insert_prefetch", ()):
@@ -181,6 +187,32 @@ class BulkStatement(_Statement):
         cursor = session.connection().connection.cursor()
         try:
             cursor.executemany(c.sql, params)
+        finally:
+            cursor.close()
+
+    def execute_bound(self, session: Session, rows: Sequence[Sequence[Any]]) -> None:
+        """Run an INSERT with rows of values already as the DBAPI takes them (positional, in
+        ``keys`` order), as multi-row INSERTs of up to :data:`MAX_PARAMS` parameters: SQLite
+        then runs one statement per hundred rows instead of a step per row (its ``executemany``
+        binds and steps row by row)."""
+        if not rows:
+            return
+        c = self._compile(session)
+        if c.values_expr is None or not c.positional:
+            raise TypeError("execute_bound() needs an INSERT and a positional DBAPI")
+        per = max(1, MAX_PARAMS // max(1, len(self.keys)))
+        cursor = session.connection().connection.cursor()
+        try:
+            full = len(rows) - len(rows) % per
+            if full:
+                sql = c.multi_sql(per)
+                cursor.executemany(
+                    sql,
+                    [[v for row in rows[i : i + per] for v in row] for i in range(0, full, per)],
+                )
+            if full < len(rows):
+                rest = rows[full:]
+                cursor.execute(c.multi_sql(len(rest)), [v for row in rest for v in row])
         finally:
             cursor.close()
 

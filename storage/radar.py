@@ -128,6 +128,9 @@ def save_flags(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     session.flush()
     if not rows:
         return
+    if session.get_bind().dialect.name == "sqlite":
+        _sqlite_upsert_flags(session, rows)
+        return
     if session.get_bind().dialect.name != "postgresql":
         _UPSERT_FLAGS.execute(session, rows)
         return
@@ -135,6 +138,31 @@ def save_flags(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     _pg_stage_flags(connection, rows)
     with connection.cursor() as cursor:
         cursor.execute(_PG_UPSERT_FLAGS)
+
+
+def _sqlite_upsert_flags(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """SQLite: the states bound as SQLAlchemy binds them for SQLite (a date as its ISO text, a
+    boolean as 0 or 1; each distinct date formatted once), in multi-row upserts: a nightly pass
+    saves 76,000, and per row the generic bind processing and ``executemany`` step cost twice
+    as much."""
+    iso: dict[date, str] = {}
+
+    def text_of(d: date | None) -> str | None:
+        if d is None:
+            return None
+        found = iso.get(d)
+        if found is None:
+            found = iso[d] = d.isoformat()
+        return found
+
+    _UPSERT_FLAGS.execute_bound(
+        session,
+        [
+            (r["chat_id"], r["member_id"], text_of(r["day"]), 1 if r["flagged"] else 0,
+             1 if r["prev_flagged"] else 0, r["level"], r["signals"], text_of(r["since"]))
+            for r in rows
+        ],
+    )  # fmt: skip
 
 
 def _pg_stage_flags(connection: Any, rows: Sequence[dict[str, Any]]) -> None:

@@ -263,3 +263,60 @@ def test_nudge_settings_parse_and_refuse_typos() -> None:
         parse_settings(base_config(nudges={"quiet_hour": "1"}), env={})
     with pytest.raises(ConfigError, match=r"radar\.volume_ratio"):
         parse_settings(base_config(radar={"volume_ratio": 3}), env={})
+
+
+def test_split_markdown_matches_the_line_by_line_split() -> None:
+    """The split found in the encoded text is the line-by-line one, parts ending exactly at the
+    limit, empty lines and lines longer than the limit included."""
+    import random
+
+    from handlers.digest import _split_lines
+
+    rnd = random.Random(3)
+    pieces = ["a", "字", " ", "\n", "\n", "✅", "\n\n"]
+    for _ in range(3000):
+        text = "".join(rnd.choice(pieces) for _ in range(rnd.randint(0, 80)))
+        limit = rnd.randint(4, 24)
+        assert split_markdown(text, limit) == _split_lines(text, limit), (text, limit)
+
+
+def test_digest_suggestions_choose_what_suggestion_chooses() -> None:
+    """The digest's Suggestions (worked out once per kind of learner) give every learner the
+    script and text suggestion() gives it: every stage, level, signal set, streak near a
+    milestone or not, holding, empty name, weekend and postcards."""
+    import itertools
+
+    from bot.radar import Fired, MemberRisk, Signal
+    from handlers.digest import Suggestions, suggestion
+    from tests.conftest import GROUP_A, GROUP_B
+
+    cohort = parse_settings(base_config(), env={}).cohort("c1")
+    signal_sets = [
+        [Signal.SILENCE],
+        [Signal.NO_INTRO, Signal.SILENCE],
+        [Signal.CHECKIN_DROP, Signal.STREAK_BROKEN, Signal.NO_CHECKIN],
+        [Signal.VOLUME_DROP, Signal.IGNORED_NUDGE, Signal.LOW_PROGRESS, Signal.NO_INTRO,
+         Signal.NO_CHECKIN],
+        [Signal.NO_INTRO],
+    ]  # fmt: skip
+    checked = 0
+    for postcards in ((), ("卡片一：变量就是给数据起名字。",), ("",)):
+        for day in (cohort.start_date, date(2026, 11, 7), date(2026, 11, 20), date(2026, 12, 1)):
+            suggest = Suggestions(cohort, day, postcards)
+            for i, (signals, stage, streak, holding, name, chat) in enumerate(
+                itertools.product(
+                    signal_sets, list(Stage), (0, 1, 5, 6, 40), (False, True), ("小王", ""),
+                    (GROUP_A, GROUP_B),
+                )
+            ):  # fmt: skip
+                fired = [Fired(s, "原因") for s in signals]
+                level = 3 if len(fired) >= 5 else 2 if len(fired) >= 3 else 1
+                risk = MemberRisk(
+                    chat, f"wm{i}", name, "external", None, stage, level, fired, 4, streak, True,
+                    holding,
+                )  # fmt: skip
+                teacher = "李老师" if chat == GROUP_A else ""
+                expected = suggestion(None, cohort, risk, day, teacher, postcards, i)  # type: ignore[arg-type]
+                assert suggest(risk, teacher, i) == expected, (risk, day, postcards)
+                checked += expected[0] != "—"
+    assert checked > 1000

@@ -194,6 +194,38 @@ def test_flag_states_upsert_twice_in_one_transaction(app: App) -> None:
     }
 
 
+def test_many_flag_states_save_in_chunks_as_the_orm_stores_them(app: App) -> None:
+    """A save of more states than one multi-row statement holds (SQLite: 124 a statement) stores
+    every one, updates the ones already there, and stores dates and booleans exactly as the
+    ORM does."""
+    day = date(2026, 11, 12)
+    rows = [_flag(f"wm{i:04d}", i % 4) for i in range(300)]
+    with app.db.unit_of_work_sync() as uow:
+        store.save_flags(uow.session, rows[:130])
+        store.save_flags(uow.session, [{**r, "level": 3, "signals": "a,b"} for r in rows[:5]])
+        store.save_flags(uow.session, rows[130:])
+        uow.session.add(
+            store.RiskFlag(
+                chat_id=GROUP_B, member_id="orm", day=day, flagged=True, prev_flagged=False,
+                level=1, signals="silence", since=day,
+            )
+        )  # fmt: skip
+    with app.db.unit_of_work_sync() as uow:
+        flags = store.flags_of(uow.session, CHATS)
+        raw = uow.session.execute(
+            text(
+                "SELECT day, flagged, prev_flagged, since FROM risk_flag"
+                " WHERE member_id IN ('wm0001', 'orm') ORDER BY member_id"
+            )
+        ).all()
+    assert len(flags) == 301
+    assert flags[(GROUP_A, "wm0006")] == store.FlagState(day, True, False, 2, "silence", day)
+    assert flags[(GROUP_A, "wm0004")] == store.FlagState(day, False, False, 3, "a,b", None)
+    assert flags[(GROUP_A, "wm0299")] == store.FlagState(day, True, False, 3, "silence", day)
+    assert flags[(GROUP_A, "wm0296")] == store.FlagState(day, False, False, 0, "", None)
+    assert tuple(raw[0]) == tuple(raw[1])  # the same stored form as the ORM's row
+
+
 def _flag(member: str, level: int, day: date = date(2026, 11, 12)) -> dict[str, object]:
     return {
         "chat_id": GROUP_A, "member_id": member, "day": day, "flagged": level > 0,
@@ -292,9 +324,38 @@ def test_postgres_has_an_index_for_todays_counters(app: App) -> None:
     radar reads, so today's rows are found without scanning every day's."""
     with app.db.unit_of_work_sync() as uow:
         (definition,) = uow.session.execute(
-            text("SELECT indexdef FROM pg_indexes WHERE indexname = :name"),
+            text(
+                "SELECT indexdef FROM pg_indexes"
+                " WHERE indexname = :name AND schemaname = current_schema()"
+            ),
             {"name": rollup.PG_TODAY_INDEX},
         ).one()
     assert definition.endswith(
         "(day, chat_id, member_id) INCLUDE (messages, chars, checkins, reviews_given)"
     ), definition
+
+
+async def test_reviewers_of_the_day_most_reviews_first_then_by_name(app: App) -> None:
+    """The digest's top reviewers: the five learners with the most reviews today, equal counts
+    by name."""
+    app.clock.set(local(2026, 11, 12, 21))  # type: ignore[attr-defined]
+    today = date(2026, 11, 12)
+    given = {"wmA": 1, "wmB": 3, "wmC": 3, "wmD": 2, "wmE": 1, "wmF": 1, "wmG": 0}
+    for member in given:
+        await post(app, GROUP_A, member, today)
+    with app.db.unit_of_work_sync() as uow:
+        for member, n in given.items():
+            uow.session.execute(
+                text(
+                    "UPDATE daily_counter SET reviews_given = :n"
+                    " WHERE chat_id = :c AND member_id = :m AND day = :d"
+                ),
+                {"n": n, "c": GROUP_A, "m": member, "d": today},
+            )
+    cohort = app.settings.cohort("c1")
+    with app.db.unit_of_work_sync() as uow:
+        radar = evaluate(uow.session, app.settings, cohort, [GROUP_A], today, persist=False)
+    assert radar[GROUP_A].reviewers_today == [
+        ("wmB", "wmB", 3), ("wmC", "wmC", 3), ("wmD", "wmD", 2), ("wmA", "wmA", 1),
+        ("wmE", "wmE", 1),
+    ]  # fmt: skip

@@ -100,8 +100,10 @@ class Template:
     def render(self, values: Mapping[str, object]) -> str:
         """:func:`render` of the template this was parsed from."""
         return "".join(
-            text if name is None else (str(values[name]) if name in values else text)
-            for text, name in self.pieces
+            [
+                text if name is None else (str(values[name]) if name in values else text)
+                for text, name in self.pieces
+            ]
         )
 
 
