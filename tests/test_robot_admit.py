@@ -6,8 +6,6 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime
 
-import pytest
-
 from bot.doors import robot
 from bot.doors.wire import Admitted, DoorFormatError
 from bot.simulate import robot_xml
@@ -83,9 +81,22 @@ def documents() -> list[str]:
     return docs
 
 
-@pytest.mark.parametrize("plaintext", documents())
-def test_admit_answers_as_the_full_parse(plaintext: str) -> None:
-    assert outcome(lambda p: robot.admit(p, NOW), plaintext) == outcome(by_full_parse, plaintext)
+def test_admit_answers_as_the_full_parse() -> None:
+    docs = documents()
+    differ = [
+        d for d in docs if outcome(lambda p: robot.admit(p, NOW), d) != outcome(by_full_parse, d)
+    ]
+    assert differ == []
+    # The generated documents exercise both paths, not only the fallback.
+    fast = sum(1 for d in docs if _reads_fast(d))
+    assert 50 < fast < len(docs) - 50
+
+
+def _reads_fast(plaintext: str) -> bool:
+    try:
+        return robot._key_fields(plaintext) is not None
+    except DoorFormatError:
+        return False
 
 
 def test_the_fast_path_reads_the_usual_callback() -> None:
