@@ -175,6 +175,7 @@ class InboxJournal:
             with contextlib.suppress(OSError):
                 os.close(self._fd)
             self._fd = -1
+            self._look = True  # its records wait in the directory
 
     def close(self) -> None:
         """Stop writing (the current segment is left for :meth:`absorb`) and let go of the

@@ -341,9 +341,11 @@ class Server:
         await asyncio.gather(*self.tasks, return_exceptions=True)
         if self.api is not None:
             await self.api.close()
+        # No callback arrives any more (the site is closed before cleanup): move the journal
+        # into the table now, so a graceful stop leaves none of it behind.
+        await self.flush_journal()
         await self.writer.aclose()
         await asyncio.to_thread(self.writer.stop)
-        await self.flush_journal()
 
     async def flush_journal(self) -> int:
         """Move every journalled callback into the inbox table now (a graceful stop leaves none

@@ -11,6 +11,8 @@ from urllib.parse import urlencode
 
 import aiohttp
 import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from bot.clock import ManualClock
 from bot.doors import aibot, robot
@@ -28,6 +30,7 @@ from bot.simulate import (
 )
 from bot.updates import Door, Event
 from storage import activity, roster
+from storage.inbox import RawEvent
 from tests.conftest import GROUP_A
 from tests.serving import CORP_ID, ENV, PATHS, door_crypto, running, server_settings
 
@@ -149,6 +152,34 @@ async def test_robot_and_aibot_messages_count_once_after_the_answer(
         assert u1 is not None and (u1.messages, u1.checkins) == (1, 1)
         assert u2 is not None and u2.messages == 1
         assert CALLBACKS.value(door="robot", status="200") == before + 3
+
+
+async def test_a_graceful_stop_leaves_no_journal_behind(
+    database_url: str, http: aiohttp.ClientSession
+) -> None:
+    """On SQLite the answered callbacks wait in the inbox journal; stopping moves them into the
+    table (the worker is held back here, so only the stop can have moved them)."""
+    settings = server_settings(database_url, inbox_idle_ms=10000, inbox_max_lag_ms=600000)
+    async with running(settings, ManualClock(NOW)) as srv:
+        ts = int(NOW.timestamp())
+        for i in range(3):
+            msg = robot_xml(GROUP_A, "u1", f"第{i}条", f"stop{i}")
+            answer = await post_callback(
+                http, srv.url + PATHS["robot"], door_crypto("robot"), msg, False, ts
+            )
+            assert answer == (200, "")
+        journal = srv.server.writer.journal
+        if journal is not None:
+            assert list(journal.directory.glob("*.journal"))
+        db = srv.bot.db
+    try:
+        with Session(db.engine) as s:
+            keys = set(s.scalars(select(RawEvent.event_key)))
+    finally:
+        db.dispose()
+    assert keys == {"stop0", "stop1", "stop2"}
+    if journal is not None:
+        assert not list(journal.directory.glob("*.journal"))
 
 
 async def test_a_body_split_across_tcp_segments_is_read_whole(database_url: str) -> None:
