@@ -1,8 +1,10 @@
-"""The callback routes' durable commit: :class:`InboxWriter` stores each callback's raw event in
-the inbox (:mod:`storage.inbox`) and answers "was it new" once the row is committed, with group
-commit across concurrent callbacks.
+"""The callback routes' durable store: :class:`InboxWriter` stores each callback's raw event
+before its answer, in the inbox journal on a SQLite file (:mod:`bot.inbox_journal`), otherwise in
+the inbox table (:mod:`storage.inbox`), where it answers "was it new" once the row is committed,
+with group commit across concurrent callbacks.
 
-It commits in one of three ways (:data:`Mode`), behind one method (:meth:`InboxWriter.store`):
+It stores in one of four ways (:data:`Mode`), behind :meth:`InboxWriter.append` ("journal")
+and :meth:`InboxWriter.store` (the three that commit to the database):
 
 * **"loop": on the event loop, on SQLite.** The callbacks that reach the writer in one loop
   iteration share one multi-row INSERT and one commit, on a sqlite3 connection of the writer's
@@ -142,8 +144,8 @@ class InboxWriter:
         return self._thread is not None and self._thread.is_alive()
 
     def append(self, door: str, namespace: str, key: str, body: str, received_at: datetime) -> None:
-        """ "journal" mode: store one callback's decrypted ``body`` durably, now (no waiting, no
-        answer: duplicates are dropped in the table). Raises when it is not stored."""
+        """Store one callback's decrypted ``body`` durably, now, in "journal" mode (no waiting,
+        no answer: duplicates are dropped in the table). Raises when it is not stored."""
         if not self._started or self.journal is None:
             raise RuntimeError("inbox writer is not running")
         self.journal.append(encode(door, namespace, key, body, received_at))
