@@ -212,7 +212,8 @@ class InboxWriter:
                     return cursor.execute(sql, params).fetchall()
 
                 received = inbox.received_value(self._db.engine.dialect, self._now())
-                new = set(inbox.insert_arrivals(run, "?", [p.item for p in batch], received))
+                items = [p.item for p in batch]
+                new = set(inbox.insert_arrivals(run, "?", items, [received] * len(items)))
                 raw.commit()
             except BaseException:
                 raw.rollback()
@@ -271,7 +272,7 @@ class InboxWriter:
         tried once more (a retry of a commit that did land stores nothing twice: the inbox key
         is unique)."""
         received = inbox.received_value(self._db.engine.dialect, self._now())
-        plan = inbox.ArrivalsInsert(items, "%s", received)
+        plan = inbox.ArrivalsInsert(items, "%s", [received] * len(items))
         for attempt in range(2):
             conn = await self._async_connection()
             try:
@@ -350,7 +351,8 @@ class InboxWriter:
         failure: Exception | None = None
         try:
             with conn.begin():
-                new = set(inbox.store_arrivals(conn, [p.item for p in batch], self._now()))
+                now = self._now()
+                new = set(inbox.store_arrivals(conn, [p.item for p in batch], [now] * len(batch)))
             self.thread_commits += 1
             outcome = [(p, i in new, None) for i, p in enumerate(batch)]
         except Exception as exc:

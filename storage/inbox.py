@@ -98,29 +98,24 @@ _ARRIVALS_CHUNK = 500
 
 
 def store_arrivals(
-    conn: Connection, items: Sequence[Incoming], now: datetime | Sequence[datetime]
+    conn: Connection, items: Sequence[Incoming], received_at: Sequence[datetime]
 ) -> list[int]:
-    """:func:`store_new` for the callback inbox writer (unprocessed rows): the same rows and the
-    same answer, the indexes of the items that were new. ``conn`` is in a transaction; the
-    caller commits.
+    """:func:`store_new` for the callback inbox (unprocessed rows), ``received_at`` giving each
+    item's receive time: the same rows and the same answer, the indexes of the items that were
+    new. ``conn`` is in a transaction; the caller commits.
 
-    The writer commits every callback's row, so this skips the ORM's per-row work: one
-    multi-row ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` per chunk on the session's
-    connection, with the timestamp converted once (that per-row work was most of the writer's
-    CPU time). ``now`` is every row's receive time, or one per item. See
-    :func:`insert_arrivals` for the same without SQLAlchemy's statement layer.
+    Callbacks are stored one by one, so this skips the ORM's per-row work: one multi-row
+    ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` per chunk on the session's connection (that
+    per-row work was most of the writer's CPU time). See :func:`insert_arrivals` for the same
+    without SQLAlchemy's statement layer.
     """
 
     def run(sql: str, params: tuple[object, ...]) -> Sequence[Sequence[Any]]:
         return conn.exec_driver_sql(sql, params).all()
 
+    received = [received_value(conn.dialect, t) for t in received_at]
     mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-    if isinstance(now, datetime):
-        return insert_arrivals(run, mark, items, received_value(conn.dialect, now))
-    # One receive time per item (the callback journal keeps each callback's own).
-    each = [received_value(conn.dialect, t) for t in now]
-    plan = ArrivalsInsert(items, mark, None, each)
-    return plan.new_indexes([row for sql, args in plan.statements for row in run(sql, args)])
+    return insert_arrivals(run, mark, items, received)
 
 
 def received_value(dialect: Dialect, now: datetime) -> object:
@@ -135,11 +130,11 @@ Execute = Callable[[str, tuple[object, ...]], Sequence[Sequence[Any]]]
 
 
 def insert_arrivals(
-    execute: Execute, mark: str, items: Sequence[Incoming], received: object
+    execute: Execute, mark: str, items: Sequence[Incoming], received: Sequence[object]
 ) -> list[int]:
     """:func:`store_arrivals` on any DB-API cursor: ``execute`` runs a statement written with
-    the parameter ``mark`` ("?" or "%s"), ``received`` is :func:`received_value`'s answer. The
-    caller owns the transaction."""
+    the parameter ``mark`` ("?" or "%s"), ``received`` is each item's :func:`received_value`.
+    The caller owns the transaction."""
     plan = ArrivalsInsert(items, mark, received)
     return plan.new_indexes([row for sql, args in plan.statements for row in execute(sql, args)])
 
@@ -149,15 +144,8 @@ class ArrivalsInsert:
     answer: for callers that run the statements themselves (:func:`insert_arrivals`, and the
     inbox writer's asynchronous PostgreSQL connection)."""
 
-    def __init__(
-        self,
-        items: Sequence[Incoming],
-        mark: str,
-        received: object,
-        received_each: Sequence[object] | None = None,
-    ) -> None:
-        """``received`` is every row's ``received_at`` (from :func:`received_value`), unless
-        ``received_each`` gives one per item."""
+    def __init__(self, items: Sequence[Incoming], mark: str, received: Sequence[object]) -> None:
+        """``received`` is each item's ``received_at`` (from :func:`received_value`)."""
         first: dict[tuple[str, str], int] = {}
         for i, item in enumerate(items):
             first.setdefault((item.namespace, item.event_key), i)
@@ -170,8 +158,7 @@ class ArrivalsInsert:
             row = f"({mark}, {mark}, {mark}, {mark}, {mark}, NULL, NULL)"
             params: list[object] = []
             for (namespace, key), i in chunk:
-                stamp = received if received_each is None else received_each[i]
-                params += (items[i].door, namespace, key, items[i].payload, stamp)
+                params += (items[i].door, namespace, key, items[i].payload, received[i])
             sql = (
                 "INSERT INTO raw_event (door, namespace, event_key, payload, received_at, "
                 f"processed_at, error) VALUES {', '.join([row] * len(chunk))} "

@@ -69,9 +69,14 @@ def test_inbox_arrivals_store_what_store_new_stores(app: App) -> None:
     now = app.clock.now()
     with app.db.engine.connect() as conn:
         with conn.begin():
-            assert inbox.store_arrivals(conn, items, now) == [0, 1, 3, *range(4, 1204)]
+            assert inbox.store_arrivals(conn, items, [now] * len(items)) == [
+                0,
+                1,
+                3,
+                *range(4, 1204),
+            ]
         with conn.begin():
-            assert inbox.store_arrivals(conn, items, now) == []
+            assert inbox.store_arrivals(conn, items, [now] * len(items)) == []
     with app.db.unit_of_work_sync() as uow:
         first = inbox.pending(uow.session, 3)
         assert [(r.door, r.namespace, r.event_key, r.payload) for r in first] == [
