@@ -10,6 +10,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +20,7 @@ from bot.app import App
 from bot.clock import ManualClock
 from bot.config import Settings, parse_settings
 from bot.outbound import RecordingSender
+from storage.db import Database
 
 PG_ENV = "COHORTBOT_TEST_POSTGRES_URL"
 
@@ -82,6 +84,15 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[str]
         with admin.begin() as conn:
             conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
+
+
+@pytest.fixture
+def sqlite_db(tmp_path: Path) -> Iterator[Database]:
+    """A migrated SQLite database file, for tests of SQLite-only mechanisms."""
+    db = Database(f"sqlite:///{tmp_path / 'inbox.db'}")
+    db.upgrade()
+    yield db
+    db.dispose()
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -21,26 +20,18 @@ from storage.db import Database
 T0 = datetime(2026, 11, 20, 12, 0, 0, 123456, tzinfo=UTC)
 
 
-@pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = Database(f"sqlite:///{tmp_path / 'bot.db'}")
-    database.upgrade()
-    yield database
-    database.dispose()
-
-
-def journal_of(db: Database) -> InboxJournal:
-    directory = journal_dir(db)
+def journal_of(sqlite_db: Database) -> InboxJournal:
+    directory = journal_dir(sqlite_db)
     assert directory is not None
-    return InboxJournal(directory, db)
+    return InboxJournal(directory, sqlite_db)
 
 
 def record(key: str, seconds: int = 0, body: str = "<xml>打卡 Day1</xml>") -> bytes:
     return encode("robot", "robot", key, body, T0 + timedelta(seconds=seconds))
 
 
-def rows(db: Database) -> list[tuple[str, str, datetime]]:
-    with db.unit_of_work_sync() as uow:
+def rows(sqlite_db: Database) -> list[tuple[str, str, datetime]]:
+    with sqlite_db.unit_of_work_sync() as uow:
         return [(r.event_key, r.payload, r.received_at) for r in inbox.pending(uow.session, 1000)]
 
 
@@ -72,13 +63,13 @@ def test_records_read_back_whole_and_stop_at_a_damaged_one() -> None:
     assert [r.key for r in decode(bytes(flipped))[0]] == ["a"]
 
 
-async def test_appended_callbacks_reach_the_table_once_in_order(db: Database) -> None:
-    journal = journal_of(db)
+async def test_appended_callbacks_reach_the_table_once_in_order(sqlite_db: Database) -> None:
+    journal = journal_of(sqlite_db)
     for key, seconds in [("m1", 0), ("m2", 1), ("m1", 2), ("m3", 3)]:  # m1 retried
         journal.append(record(key, seconds))
     assert await journal.drain() == 4
     at = [T0 + timedelta(seconds=s) for s in (0, 1, 3)]
-    assert rows(db) == [
+    assert rows(sqlite_db) == [
         (key, store_form("<xml>打卡 Day1</xml>", when), when)
         for key, when in zip(["m1", "m2", "m3"], at, strict=True)
     ]
@@ -86,64 +77,64 @@ async def test_appended_callbacks_reach_the_table_once_in_order(db: Database) ->
     journal.close()
 
 
-async def test_a_move_is_done_in_bounded_transactions(db: Database) -> None:
-    journal = journal_of(db)
+async def test_a_move_is_done_in_bounded_transactions(sqlite_db: Database) -> None:
+    journal = journal_of(sqlite_db)
     for i in range(5):
         journal.append(record(f"k{i}", i))
     assert await journal.absorb(limit=3) == 3
-    assert [key for key, _, _ in rows(db)] == ["k0", "k1", "k2"]
+    assert [key for key, _, _ in rows(sqlite_db)] == ["k0", "k1", "k2"]
     assert len(segments(journal)) == 1  # kept until all its records are in
     journal.append(record("k5", 5))  # goes to a new segment meanwhile
     assert await journal.absorb(limit=3) == 2
     assert await journal.absorb(limit=3) == 1
-    assert [key for key, _, _ in rows(db)] == [f"k{i}" for i in range(6)]
+    assert [key for key, _, _ in rows(sqlite_db)] == [f"k{i}" for i in range(6)]
     assert segments(journal) == []
     journal.close()
 
 
-async def test_a_crash_between_commit_and_delete_stores_nothing_twice(db: Database) -> None:
-    journal = journal_of(db)
+async def test_a_crash_between_commit_and_delete_stores_nothing_twice(sqlite_db: Database) -> None:
+    journal = journal_of(sqlite_db)
     journal.append(record("once"))
     journal.close()  # the process stops writing; the segment stays
     [segment] = segments(journal)
     shutil.copy(segment, segment.with_suffix(".copy"))
-    assert await journal_of(db).drain() == 1
+    assert await journal_of(sqlite_db).drain() == 1
     segment.with_suffix(".copy").rename(segment)  # as if the delete never happened
-    assert await journal_of(db).drain() == 1
-    assert [key for key, _, _ in rows(db)] == ["once"]
+    assert await journal_of(sqlite_db).drain() == 1
+    assert [key for key, _, _ in rows(sqlite_db)] == ["once"]
     assert segments(journal) == []
 
 
-async def test_a_live_processs_segment_waits_and_a_dead_ones_is_taken(db: Database) -> None:
-    other = journal_of(db)  # another serving process: its segment is locked while it runs
+async def test_a_live_processs_segment_waits_and_a_dead_ones_is_taken(sqlite_db: Database) -> None:
+    other = journal_of(sqlite_db)  # another serving process: its segment is locked while it runs
     other.append(record("theirs"))
-    mine = journal_of(db)
+    mine = journal_of(sqlite_db)
     mine.append(record("mine", 1))
     assert await mine.drain() == 1
-    assert [key for key, _, _ in rows(db)] == ["mine"]
+    assert [key for key, _, _ in rows(sqlite_db)] == ["mine"]
     other.close()  # it died (the lock goes with its file descriptor)
-    assert await journal_of(db).drain() == 1
-    assert [key for key, _, _ in rows(db)] == ["mine", "theirs"]
+    assert await journal_of(sqlite_db).drain() == 1
+    assert [key for key, _, _ in rows(sqlite_db)] == ["mine", "theirs"]
 
 
-async def test_a_damaged_tail_is_reported_and_the_rest_stored(db: Database) -> None:
-    journal = journal_of(db)
+async def test_a_damaged_tail_is_reported_and_the_rest_stored(sqlite_db: Database) -> None:
+    journal = journal_of(sqlite_db)
     journal.append(record("whole"))
     journal.close()
     [segment] = segments(journal)
     with segment.open("ab") as f:
         f.write(record("torn")[:10])  # a write cut short by a power loss
-    mover = journal_of(db)
+    mover = journal_of(sqlite_db)
     assert await mover.drain() == 1
     assert mover.damaged == 1
-    assert [key for key, _, _ in rows(db)] == ["whole"]
+    assert [key for key, _, _ in rows(sqlite_db)] == ["whole"]
     assert segments(journal) == []
 
 
 async def test_a_failed_write_raises_and_the_next_record_starts_a_new_segment(
-    db: Database,
+    sqlite_db: Database,
 ) -> None:
-    journal = journal_of(db)
+    journal = journal_of(sqlite_db)
     journal.append(record("before"))
     os.close(journal._fd)  # the file is gone from under the writer
     with pytest.raises(OSError, match="Bad file descriptor"):
@@ -151,12 +142,12 @@ async def test_a_failed_write_raises_and_the_next_record_starts_a_new_segment(
     journal.append(record("after", 1))
     assert len(segments(journal)) == 2
     assert await journal.drain() == 2
-    assert [key for key, _, _ in rows(db)] == ["before", "after"]
+    assert [key for key, _, _ in rows(sqlite_db)] == ["before", "after"]
     journal.close()
 
 
-def test_a_segment_is_locked_while_its_process_writes(db: Database) -> None:
-    journal = journal_of(db)
+def test_a_segment_is_locked_while_its_process_writes(sqlite_db: Database) -> None:
+    journal = journal_of(sqlite_db)
     journal.append(record("x"))
     [segment] = segments(journal)
     fd = os.open(segment, os.O_RDONLY)

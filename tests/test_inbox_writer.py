@@ -25,14 +25,6 @@ def item(key: str, payload: str = '{"body":"打卡"}') -> inbox.Incoming:
     return inbox.Incoming("robot", "robot", key, payload)
 
 
-@pytest.fixture
-async def sqlite_db(tmp_path: Path) -> AsyncIterator[Database]:
-    db = Database(f"sqlite:///{tmp_path / 'inbox.db'}")
-    db.upgrade()
-    yield db
-    db.dispose()
-
-
 async def settle() -> None:
     """Let the loop run the writer's flush (scheduled with call_soon) and what it resolves."""
     for _ in range(5):
