@@ -53,6 +53,7 @@ sys.path.insert(0, str(ROOT))
 from sqlalchemy import create_engine, text  # noqa: E402
 
 from bot.doors.crypto import DoorCrypto, signed_request  # noqa: E402
+from bot.inbox_journal import journal_dir  # noqa: E402
 from bot.simulate import aibot_json, robot_xml  # noqa: E402
 from storage.db import normalize_url  # noqa: E402
 
@@ -290,10 +291,7 @@ class Inbox:
         self.engine = create_engine(normalize_url(url))
         # On a SQLite file the bot journals callbacks next to the database before moving them
         # into raw_event (bot.inbox_journal): a segment file there is work still to do.
-        database = self.engine.url.database
-        self.journal = (
-            Path(f"{database}.inbox") if self.engine.dialect.name == "sqlite" and database else None
-        )
+        self.journal = journal_dir(self.engine.url)
 
     def journalled(self) -> int:
         """Journal segments not yet moved into the table."""

@@ -43,6 +43,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from sqlalchemy.engine import URL
+
 from bot.doors.wire import store_form
 from storage import inbox
 from storage.db import Database
@@ -56,12 +58,11 @@ _SUFFIX = ".journal"
 _names = itertools.count()
 
 
-def journal_dir(db: Database) -> Path | None:
-    """Where ``db``'s callback journal lives (``<database file>.inbox``), or None when ``db`` is
-    not a SQLite file (PostgreSQL, or an in-memory database)."""
-    url = db.engine.url
+def journal_dir(url: URL) -> Path | None:
+    """Where the callback journal of the database at ``url`` lives (``<database file>.inbox``),
+    or None when it is not a SQLite file (PostgreSQL, or an in-memory database)."""
     name = url.database or ""
-    if db.dialect != "sqlite" or name in ("", ":memory:") or "mode=memory" in str(url):
+    if url.get_backend_name() != "sqlite" or name in ("", ":memory:") or "mode=memory" in str(url):
         return None
     return Path(name).resolve().parent / f"{Path(name).name}.inbox"
 

@@ -88,7 +88,7 @@ class InboxWriter:
         self._delay = delay_ms / 1000
         #: Where callbacks are stored (see :data:`Mode`); None: "journal" on a SQLite file,
         #: "loop" on another SQLite database, "async" otherwise.
-        directory = journal_dir(db)
+        directory = journal_dir(db.engine.url)
         self.mode: Mode = mode or (
             "journal" if directory else "loop" if db.dialect == "sqlite" else "async"
         )

@@ -21,7 +21,7 @@ T0 = datetime(2026, 11, 20, 12, 0, 0, 123456, tzinfo=UTC)
 
 
 def journal_of(sqlite_db: Database) -> InboxJournal:
-    directory = journal_dir(sqlite_db)
+    directory = journal_dir(sqlite_db.engine.url)
     assert directory is not None
     return InboxJournal(directory, sqlite_db)
 
@@ -43,8 +43,8 @@ def test_the_journal_lives_next_to_a_sqlite_file_only(tmp_path: Path) -> None:
     on_file = Database(f"sqlite:///{tmp_path / 'x.db'}")
     in_memory = Database("sqlite://")
     try:
-        assert journal_dir(on_file) == tmp_path / "x.db.inbox"
-        assert journal_dir(in_memory) is None
+        assert journal_dir(on_file.engine.url) == tmp_path / "x.db.inbox"
+        assert journal_dir(in_memory.engine.url) is None
     finally:
         on_file.dispose()
         in_memory.dispose()
