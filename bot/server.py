@@ -19,12 +19,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import json
 import logging
 import os
 import signal
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from time import monotonic
 from typing import Any
 
 from aiohttp import web
@@ -112,27 +114,24 @@ class InboxWorker:
         self.per_event = 0.001  #: seconds per event, measured as slices run
         self._wake = asyncio.Event()
         self._wake.set()  # leftovers from before a restart
+        #: A new event was stored (:meth:`touch` was called when its callback arrived). The
+        #: event's own ``set``, not a method that calls it: it runs for every callback.
+        self.wake = self._wake.set
         self._lag_at = 0.0
         self._last_arrival = -1e9
         self.processed = 0
-        #: The loop :meth:`run` runs on, asked once: on Python 3.11 every
-        #: ``asyncio.get_running_loop()`` makes a getpid() system call (touch() runs per callback).
-        self._loop: asyncio.AbstractEventLoop | None = None
 
     def touch(self) -> None:
         """A callback is arriving: not a pause."""
-        loop = self._loop or asyncio.get_running_loop()
-        self._last_arrival = loop.time()
-
-    def wake(self) -> None:
-        """A new event was stored (:meth:`touch` was called when its callback arrived)."""
-        self._wake.set()
+        # The worker's times are monotonic seconds (what the default event loop's time() reads,
+        # without its method call: this runs for every callback). Not business time, which
+        # comes from the injected clock.
+        self._last_arrival = monotonic()
 
     async def _wait_for_a_pause(self) -> None:
-        loop = asyncio.get_running_loop()
-        first = loop.time()
+        first = monotonic()
         while True:
-            now = loop.time()
+            now = monotonic()
             quiet, waited = now - self._last_arrival, now - first
             if quiet >= self._idle or waited >= self._max_lag:
                 return
@@ -153,17 +152,16 @@ class InboxWorker:
 
     async def drain(self) -> None:
         """Process everything pending, slice by slice, giving way to callbacks in between."""
-        loop = asyncio.get_running_loop()
         while True:
             # Arrivals are only seen while the loop is ours to give: judge from the slice start.
-            began = loop.time()
+            began = monotonic()
             quiet = began - self._last_arrival
             size = self.slice_size(quiet)
             journalled = self._journal is not None and self._journal.pending()
             if journalled:
                 await self._journal.absorb(size)  # type: ignore[union-attr]
             n = await self._bot.pipeline.process_pending(size)
-            spent = loop.time() - began
+            spent = monotonic() - began
             self.processed += n
             if n:
                 self.per_event = 0.7 * self.per_event + 0.3 * (spent / n)
@@ -174,15 +172,14 @@ class InboxWorker:
             await asyncio.sleep(spent if self.busy(quiet) else 0.001)
 
     async def run(self) -> None:
-        loop = self._loop = asyncio.get_running_loop()
         while True:
             await self._wake.wait()
             await self._wait_for_a_pause()
             self._wake.clear()
             try:
                 await self.drain()
-                if loop.time() - self._lag_at > 1:
-                    self._lag_at = loop.time()
+                if monotonic() - self._lag_at > 1:
+                    self._lag_at = monotonic()
                     await self._update_lag()
             except asyncio.CancelledError:
                 raise
@@ -200,7 +197,8 @@ class InboxWorker:
 
 # --------------------------------------------------------------------------- callback routes
 
-Admitter = Callable[[str, datetime], Admitted]
+#: A door's admit: the decrypted text, its UTF-8 and the receive time to the inbox key.
+Admitter = Callable[[str, bytes, datetime], Admitted]
 
 
 @dataclass(frozen=True)
@@ -359,15 +357,13 @@ class Server:
         query = request.query
         values = [query.get(n, "") for n in names]
         if not all(values):
-            missing = [n for n, v in zip(names, values, strict=True) if not v]
-            raise CallbackRejectedError(400, f"missing query parameter(s): {', '.join(missing)}")
+            raise _missing(names, values)
         return values
 
-    def _check_timestamp(self, timestamp: str, now: datetime | None = None) -> None:
+    def _check_timestamp(self, timestamp: str, now: datetime) -> None:
         if not timestamp.isdigit() or len(timestamp) > 12:
             raise CallbackRejectedError(400, "timestamp is not a Unix time")
         window = self.settings.timestamp_window_seconds
-        now = now or self.bot.clock.now()
         if window and abs(now.timestamp() - int(timestamp)) > window:
             # A captured request replayed later, or a sender with a broken clock.
             raise CallbackRejectedError(403, "timestamp outside the accepted window")
@@ -380,7 +376,7 @@ class Server:
                 signature, timestamp, nonce, echostr = self._query(
                     request, "msg_signature", "timestamp", "nonce", "echostr"
                 )
-                self._check_timestamp(timestamp)
+                self._check_timestamp(timestamp, self.bot.clock.now())
                 echo = door.crypto.verify_url(signature, timestamp, nonce, echostr)
             except CallbackRejectedError as exc:
                 return _reject(door.door, exc)
@@ -390,16 +386,38 @@ class Server:
 
         door_value, namespace = door.door.value, door.door.namespace
         journalled = self.writer.journal is not None
+        limit, clock = self.settings.max_body_bytes, self.bot.clock
+        crypto, json_body, admit = door.crypto, door.json_body, door.admit
 
         async def receive(request: web.Request) -> web.StreamResponse:
+            # Check, verify, decrypt and admit (in this one function: it runs for every
+            # callback), then store and answer.
             self.worker.touch()
             try:
-                admitted, plaintext, received_at = await self._decode(request, door)
+                query = request.query
+                signature = query.get("msg_signature", "")
+                timestamp = query.get("timestamp", "")
+                nonce = query.get("nonce", "")
+                if not (signature and timestamp and nonce):
+                    raise _missing(_SIGNED, (signature, timestamp, nonce))
+                raw = await _read_body(request, limit)
+                received_at = clock.now()
+                self._check_timestamp(timestamp, received_at)
+                plaintext = crypto.decrypt(
+                    _encrypted_field(raw, json_body), signature, timestamp, nonce
+                )
+                # As text and as UTF-8: the journal stores the one, the robot's admit reads it
+                # too. wechatpy decoded it strictly, so it encodes (no lone surrogates).
+                data = plaintext.encode()
+                try:
+                    admitted = admit(plaintext, data, received_at)
+                except DoorFormatError as exc:
+                    raise CallbackRejectedError(400, f"unusable payload: {exc}") from None
             except CallbackRejectedError as exc:
                 return _reject(door.door, exc)
             try:
                 if journalled:
-                    self.writer.append(door_value, namespace, admitted.key, plaintext, received_at)
+                    self.writer.append(door_value, namespace, admitted.key, data, received_at)
                     new = True  # a duplicate is dropped when the journal reaches the table
                 else:
                     item = inbox.Incoming(
@@ -419,23 +437,6 @@ class Server:
             return web.Response(text="")
 
         return verify, receive
-
-    async def _decode(
-        self, request: web.Request, door: DoorRoute
-    ) -> tuple[Admitted, str, datetime]:
-        """Check, verify, decrypt and admit a callback: its inbox key, its plaintext, and when
-        it was received."""
-        signature, timestamp, nonce = self._query(request, "msg_signature", "timestamp", "nonce")
-        raw = await _read_body(request, self.settings.max_body_bytes)
-        received_at = self.bot.clock.now()
-        self._check_timestamp(timestamp, received_at)
-        encrypted = _encrypted_field(raw, door.json_body)
-        plaintext = door.crypto.decrypt(encrypted, signature, timestamp, nonce)
-        try:
-            admitted = door.admit(plaintext, received_at)
-        except DoorFormatError as exc:
-            raise CallbackRejectedError(400, f"unusable payload: {exc}") from None
-        return admitted, plaintext, received_at
 
     # -- health
 
@@ -468,11 +469,11 @@ async def _read_body(request: web.Request, limit: int) -> bytes:
     """The whole request body, or 413 past ``limit`` bytes (without reading on) and 400 when the
     connection breaks. ``read(n)`` returns what has arrived, so a body split across TCP segments
     takes several reads."""
-    if request.content_length is not None and request.content_length > limit:
+    expected = request.content_length
+    if expected is not None and expected > limit:
         raise CallbackRejectedError(413, "body too large")
     chunks: list[bytes] = []
     size = 0
-    expected = request.content_length
     try:
         while chunk := await request.content.read(limit + 1 - size):
             chunks.append(chunk)
@@ -488,9 +489,15 @@ async def _read_body(request: web.Request, limit: int) -> bytes:
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def _encrypted_field(raw: bytes, json_body: bool) -> str:
-    import json
+def _missing(names: Sequence[str], values: Sequence[str]) -> CallbackRejectedError:
+    missing = [n for n, v in zip(names, values, strict=True) if not v]
+    return CallbackRejectedError(400, f"missing query parameter(s): {', '.join(missing)}")
 
+
+_SIGNED = ("msg_signature", "timestamp", "nonce")
+
+
+def _encrypted_field(raw: bytes, json_body: bool) -> str:
     if json_body:
         try:
             body = json.loads(raw)

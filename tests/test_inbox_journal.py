@@ -27,7 +27,7 @@ def journal_of(sqlite_db: Database) -> InboxJournal:
 
 
 def record(key: str, seconds: int = 0, body: str = "<xml>打卡 Day1</xml>") -> bytes:
-    return encode("robot", "robot", key, body, T0 + timedelta(seconds=seconds))
+    return encode("robot", "robot", key, body.encode(), T0 + timedelta(seconds=seconds))
 
 
 def rows(sqlite_db: Database) -> list[tuple[str, str, datetime]]:

@@ -1,5 +1,6 @@
-"""The robot door's admit reads three fields with one pattern instead of parsing the document:
-it must refuse and key exactly what the full parse does, on every shape of document."""
+"""The robot door's admit reads three fields with one pattern over the document's UTF-8 instead of
+parsing the document: it must refuse and key exactly what the full parse does, on every shape of
+document and whatever characters it holds."""
 
 from __future__ import annotations
 
@@ -31,6 +32,17 @@ def outcome(fn: object, plaintext: str) -> tuple[str, object]:
 
 
 LEAVES = ["text", "", "m-1", "<![CDATA[text]]>", "<![CDATA[]]>", "<![CDATA[<MsgId>x</MsgId>]]>"]
+# Characters the UTF-8 pattern must treat as the text's pattern does: Chinese, the fullwidth yen
+# (whose UTF-8 starts like U+FFFE's), the two noncharacters XML forbids, controls and CR.
+LEAVES += [
+    "第一条",
+    "<![CDATA[打卡￥5]]>",
+    "a\ufffeb",
+    "<![CDATA[\uffff]]>",
+    "a\x01",
+    "a\rb",
+    "<![CDATA[\r]]>",
+]
 NAMES = ["MsgType", "MsgId", "From", "UserId", "ChatId", "Text", "Content", "Name"]
 
 
@@ -84,7 +96,9 @@ def documents() -> list[str]:
 def test_admit_answers_as_the_full_parse() -> None:
     docs = documents()
     differ = [
-        d for d in docs if outcome(lambda p: robot.admit(p, NOW), d) != outcome(by_full_parse, d)
+        d
+        for d in docs
+        if outcome(lambda p: robot.admit(p, p.encode(), NOW), d) != outcome(by_full_parse, d)
     ]
     assert differ == []
     # The generated documents exercise both paths, not only the fallback.
@@ -94,7 +108,7 @@ def test_admit_answers_as_the_full_parse() -> None:
 
 def _reads_fast(plaintext: str) -> bool:
     try:
-        return robot._key_fields(plaintext) is not None
+        return robot._key_fields(plaintext.encode()) is not None
     except DoorFormatError:
         return False
 
@@ -102,5 +116,5 @@ def _reads_fast(plaintext: str) -> bool:
 def test_the_fast_path_reads_the_usual_callback() -> None:
     """The usual message is read by the pattern, not handed to the full parse."""
     plaintext = robot_xml("wrG", "wmU", "第1条 #打卡 Day3", "m1")
-    assert robot._key_fields(plaintext) == ("text", "wmU", "m1")
-    assert robot.admit(plaintext, NOW) == Admitted("m1")
+    assert robot._key_fields(plaintext.encode()) == ("text", "wmU", "m1")
+    assert robot.admit(plaintext, plaintext.encode(), NOW) == Admitted("m1")

@@ -79,11 +79,12 @@ def _load(plaintext: str) -> Any:
         raise DoorFormatError("AI-bot payload is not JSON") from None
 
 
-def admit(plaintext: str, received_at: datetime) -> Admitted:
+def admit(plaintext: str, _data: bytes, received_at: datetime) -> Admitted:
     """The route's check of a decrypted AI-bot callback: it refuses (:class:`DoorFormatError`)
     exactly what :func:`parse_plain` refuses, and returns the inbox key, without building the
     update (the inbox worker does, from the stored payload). Events, which are rare, get the
-    full parse for their stable key."""
+    full parse for their stable key. The JSON is read from the text (``_data``, its UTF-8, would
+    be decoded again)."""
     body = _load(plaintext)
     msgtype, _sender, msgid = _identity(body)
     if msgtype == "event":

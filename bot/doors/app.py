@@ -100,9 +100,10 @@ def parse_plain(plaintext: str, received_at: datetime) -> Update | None:
     )
 
 
-def admit(plaintext: str, received_at: datetime) -> Admitted:
+def admit(plaintext: str, _data: bytes, received_at: datetime) -> Admitted:
     """The route's check of a decrypted app callback. App callbacks are few (teachers' commands,
-    group changes), so this is the full parse; the worker parses the stored payload again."""
+    group changes), so this is the full parse of the text (``_data``, its UTF-8, is not read);
+    the worker parses the stored payload again."""
     update = parse_plain(plaintext, received_at)
     assert update is not None
     event = str(update.event_data.get("name", "")) if update.kind is UpdateKind.EVENT else ""

@@ -42,12 +42,29 @@ _DTD_TEXT = re.compile(r"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE | re.ASCII)
 # in that shape is read differently by an XML parser (no entities, no end-of-line or attribute
 # normalisation, no characters XML forbids), so :func:`parse_xml` reads it with regular
 # expressions; anything else, including any DTD, goes to ElementTree.
-_FORBIDDEN = "\x00-\x08\x0b\x0c\x0e-\x1f\r\ud800-\udfff\ufffe\uffff"
-#: The pieces of the plain shape, for patterns that read a few fields of it (robot.admit).
-CDATA_BODY = rf"[^\]{_FORBIDDEN}]*+(?:\](?!\]>)[^\]{_FORBIDDEN}]*+)*+"
-TEXT_BODY = rf"[^<&\]{_FORBIDDEN}]*+"
-_CDATA = rf"<!\[CDATA\[({CDATA_BODY})\]\]>"
-LEAF = _LEAF = rf"(?:{_CDATA}|({TEXT_BODY}))"
+#
+# Characters a leaf may not hold: those XML forbids, and CR. The ASCII ones are all a pattern
+# over UTF-8 bytes needs to name: a surrogate cannot be in UTF-8 that Python encoded, and
+# U+FFFE/U+FFFF (``NONCHARACTERS_UTF8``) are looked for before such a pattern runs.
+_FORBIDDEN_ASCII = "\x00-\x08\x0b\x0c\x0e-\x1f\r"
+_FORBIDDEN = _FORBIDDEN_ASCII + "\ud800-\udfff\ufffe\uffff"
+NONCHARACTERS_UTF8 = (b"\xef\xbf\xbe", b"\xef\xbf\xbf")
+
+
+def _leaf_patterns(forbidden: str) -> tuple[str, str, str]:
+    """The plain shape's CDATA body, text body and leaf (capturing either body) patterns."""
+    cdata = rf"[^\]{forbidden}]*+(?:\](?!\]>)[^\]{forbidden}]*+)*+"
+    text = rf"[^<&\]{forbidden}]*+"
+    return cdata, text, rf"(?:<!\[CDATA\[({cdata})\]\]>|({text}))"
+
+
+_LEAF = _leaf_patterns(_FORBIDDEN)[2]
+#: The pieces of the plain shape as patterns over UTF-8 (encode them to compile a bytes
+#: pattern), for a pattern that reads a few fields of it (robot.admit). Its literals and classes
+#: are ASCII and every other character's bytes are 0x80 or more, so such a pattern matches the
+#: UTF-8 of a text exactly when its ``str`` twin matches the text, for a text without U+FFFE or
+#: U+FFFF.
+UTF8_CDATA_BODY, UTF8_TEXT_BODY, UTF8_LEAF = _leaf_patterns(_FORBIDDEN_ASCII)
 NAME = _NAME = r"[A-Za-z_][A-Za-z0-9_.\-]*+"
 WS = _WS = r"[ \t\n]*+"
 # One pass checks that the whole document has the plain shape (elements holding a leaf, or
@@ -81,8 +98,7 @@ def parse_xml(data: str | bytes) -> dict[str, Any]:
         raw = data.encode("utf-8")
     else:
         raw = data
-        if _DTD.search(raw):
-            raise CallbackRejectedError(400, "XML with a DTD or entity declaration")
+        refuse_dtd(raw)
         if raw.startswith(b"<xml>"):
             try:
                 fast = _plain_shape(raw.decode("utf-8"))
@@ -100,10 +116,11 @@ def parse_xml(data: str | bytes) -> dict[str, Any]:
     return tree if isinstance(tree, dict) else {}
 
 
-def refuse_dtd(text: str) -> None:
-    """:func:`parse_xml`'s first check, on a decoded document: 400 for a DTD or entity
-    declaration anywhere in it."""
-    if _DTD_TEXT.search(text):
+def refuse_dtd(document: str | bytes) -> None:
+    """:func:`parse_xml`'s first check: 400 for a DTD or entity declaration anywhere in
+    ``document`` (a text, or its UTF-8: the two patterns find the same)."""
+    found = _DTD_TEXT.search(document) if isinstance(document, str) else _DTD.search(document)
+    if found:
         raise CallbackRejectedError(400, "XML with a DTD or entity declaration")
 
 
