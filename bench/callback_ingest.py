@@ -15,6 +15,12 @@ per callback (all its processes and threads: steadier than requests/s on a busy 
 (a) it checks that every message ends up counted, and prints how many were processed by the time
 of the last 200 and how long after it processing caught up.
 
+(a) and (b) are measured in alternating rounds (``--rounds``, default 3: (a) with a fresh set of
+``--requests`` callbacks, its processing waited for, then (b) with the same set), and each
+figure pools its rounds (all requests over all their time). The machine's speed drifts while a
+run lasts (a shared VM's neighbours), and a ratio of two measurements taken a minute apart
+carried that drift; alternating puts the same drift on both sides.
+
 Processing is never switched off: with the default inbox settings it starts in a pause of
 ``--inbox-idle-ms`` or once the oldest stored event is ``--inbox-max-lag-ms`` old, so a run
 shorter than that lag is answered first and processed after its last 200 (the "processed by
@@ -275,6 +281,26 @@ def measure(
     return Result(name, len(requests), seconds, latencies, failures, cpu)
 
 
+def pooled(name: str, parts: list[Result]) -> Result:
+    """The rounds of one measurement as one: all their requests over all their time."""
+    return Result(
+        name,
+        sum(p.requests for p in parts),
+        sum(p.seconds for p in parts),
+        [x for p in parts for x in p.latencies],
+        sum(p.failures for p in parts),
+        sum(p.cpu_seconds for p in parts),
+    )
+
+
+@dataclass(frozen=True)
+class Bare:
+    """The running bare server (b), measured in the rounds of each (a) run."""
+
+    base: str
+    pid: int
+
+
 def stop(proc: subprocess.Popen[bytes]) -> None:
     proc.terminate()
     try:
@@ -369,7 +395,8 @@ class BotRun:
         return (
             f"(a) {self.label}: start-up to ready {self.ready:.2f} s (first run, migrations "
             f"included); peak RSS {self.rss:.0f} MB; processed by the last 200: {during}; "
-            f"caught up {self.drains[0]:.2f} s / {self.drains[1]:.2f} s after the last 200; "
+            f"caught up {self.drains[0]:.2f} s / {self.drains[1]:.2f} s after the last 200 "
+            "(the slowest round); "
             f"{self.counted} of {self.expected} messages counted, {self.pending} pending"
         )
 
@@ -395,16 +422,21 @@ def drop_schema(base: str, url: str) -> None:
     admin.dispose()
 
 
+Requests = list[tuple[dict[str, str], bytes]]
+
+
 def run_bot(
     label: str,
     db_url: str,
     tmp: Path,
     args: argparse.Namespace,
-    sets: dict[str, list[tuple[dict[str, str], bytes]]],
+    sets: dict[str, list[Requests]],
     results: dict[str, Result],
     key: str,
+    bare: Bare,
 ) -> BotRun:
-    """(a): ``cohortbot run`` on ``db_url``, robot then AI-bot callbacks."""
+    """(a): ``cohortbot run`` on ``db_url``, robot then AI-bot callbacks, each in rounds that
+    alternate with (b) (stored as ``b<key>_<door>``)."""
     port = free_port()
     config = tmp / f"config-{key}.toml"
     config.write_text(
@@ -437,16 +469,25 @@ def run_bot(
         ):
             # Warm up, and let the warm-up's processing finish: the measured window holds the
             # measured callbacks and their own processing only.
-            asyncio.run(load(base + path, sets[f"warm_{door}"], c))
+            [warm] = sets[f"warm_{door}"]
+            asyncio.run(load(base + path, warm, c))
             inbox.drained()
-            before = inbox.processed()
-            results[f"{key}_{door}"] = measure(
-                f"(a) cohortbot run, {name}", base, path, [], sets[door], c, proc.pid
+            ours, theirs, done, waits = [], [], 0, []
+            for requests in sets[door]:
+                before = inbox.processed()
+                ours.append(measure("", base, path, [], requests, c, proc.pid))
+                done += inbox.processed() - before
+                waits.append(inbox.drained())
+                theirs.append(measure("", bare.base, path, [], requests, c, bare.pid))
+            results[f"{key}_{door}"] = pooled(f"(a) cohortbot run, {name}", ours)
+            bare_name = (
+                f"(b) bare aiohttp, {name}" if key == "a" else f"(b) bare, {name} (PG rounds)"
             )
-            during.append(inbox.processed() - before)
-            drains.append(inbox.drained())
-        n = len(sets["robot"])
-        expected = 2 * (n + len(sets["warm_robot"]))
+            results[f"b{key}_{door}"] = pooled(bare_name, theirs)
+            during.append(done)
+            drains.append(max(waits))
+        n = sum(len(r) for r in sets["robot"])
+        expected = 2 * (n + len(sets["warm_robot"][0]))
         run = BotRun(
             label,
             ready,
@@ -456,12 +497,39 @@ def run_bot(
             inbox.counted(),
             expected,
             inbox.pending(),
-            (n, len(sets["aibot"])),
+            (n, sum(len(r) for r in sets["aibot"])),
         )
     finally:
         stop(proc)
         inbox.engine.dispose()
     return run
+
+
+def run_all(
+    args: argparse.Namespace,
+    tmp: Path,
+    sets: dict[str, list[Requests]],
+    results: dict[str, Result],
+    runs: list[BotRun],
+    bare: Bare,
+) -> None:
+    """(a) on a SQLite file, then on PostgreSQL when asked, each in rounds with (b)."""
+    # Warm-up first, measured after its processing is done (the warm-up sets run through the
+    # same server).
+    for label, key in (("SQLite", "a"), ("PostgreSQL", "p")):
+        if key == "p" and not args.postgres:
+            continue
+        if key == "a":
+            url, cleanup = f"sqlite:///{tmp / 'bench.db'}", None
+        else:
+            url, admin = pg_schema(args.postgres)
+            admin.engine.dispose()
+            cleanup = url
+        try:
+            runs.append(run_bot(label, url, tmp, args, sets, results, key, bare))
+        finally:
+            if cleanup is not None:
+                drop_schema(args.postgres, cleanup)
 
 
 def main() -> int:
@@ -475,56 +543,44 @@ def main() -> int:
     parser.add_argument("--inbox-idle-ms", type=int, default=20)
     parser.add_argument("--inbox-max-lag-ms", type=int, default=2000)
     parser.add_argument("--inbox-batch", type=int, default=200)
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="alternating (a)/(b) rounds, each of --requests"
+    )
     args = parser.parse_args()
     n, c = args.requests, args.concurrency
-    print(f"{n} callbacks per run, concurrency {c}, {os.cpu_count()} CPUs, loopback")
+    rounds = args.rounds
+    print(
+        f"{n} callbacks per round, {rounds} rounds alternating (a) and (b), concurrency {c}, "
+        f"{os.cpu_count()} CPUs, loopback"
+    )
     print(f"load average before: {Path('/proc/loadavg').read_text().strip()}\n")
     sets = {
-        "robot": build("robot", n, "r"),
-        "aibot": build("aibot", n, "a"),
-        "warm_robot": build("robot", 300, "wr"),
-        "warm_aibot": build("aibot", 300, "wa"),
+        "robot": [build("robot", n, f"r{i}-") for i in range(rounds)],
+        "aibot": [build("aibot", n, f"a{i}-") for i in range(rounds)],
+        "warm_robot": [build("robot", 300, "wr")],
+        "warm_aibot": [build("aibot", 300, "wa")],
     }
-    warm_r, warm_a = sets["warm_robot"], sets["warm_aibot"]
+    [warm_r], [warm_a] = sets["warm_robot"], sets["warm_aibot"]
     results: dict[str, Result] = {}
     runs: list[BotRun] = []
 
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
 
-        # (a) cohortbot run: SQLite file, then PostgreSQL when asked. Warm-up first, measured
-        # after its processing is done (the warm-up sets run through the same server).
-        for label, key in (("SQLite", "a"), ("PostgreSQL", "p")):
-            if key == "p" and not args.postgres:
-                continue
-            if key == "a":
-                url, cleanup = f"sqlite:///{tmp / 'bench.db'}", None
-            else:
-                url, admin = pg_schema(args.postgres)
-                admin.engine.dispose()
-                cleanup = url
-            try:
-                runs.append(run_bot(label, url, tmp, args, sets, results, key))
-            finally:
-                if cleanup is not None:
-                    drop_schema(args.postgres, cleanup)
-
-        # (b) bare aiohttp: verify + decrypt only
+        # (b) bare aiohttp, verify + decrypt only: up (and warm) for the whole of (a)'s runs,
+        # which measure it in their rounds.
         port = free_port()
         script = tmp / "bare.py"
         script.write_text(BARE_SERVER.format(root=str(ROOT), token=TOKEN, key=AES_KEY, port=port))
-        proc = subprocess.Popen([sys.executable, str(script)])
+        bare_proc = subprocess.Popen([sys.executable, str(script)])
+        bare = Bare(f"http://127.0.0.1:{port}", bare_proc.pid)
         try:
-            base = f"http://127.0.0.1:{port}"
-            asyncio.run(wait_ready(base + "/"))
-            results["b_robot"] = measure(
-                "(b) bare aiohttp, robot", base, "/wecom/robot", warm_r, sets["robot"], c, proc.pid
-            )
-            results["b_aibot"] = measure(
-                "(b) bare aiohttp, AI bot", base, "/wecom/aibot", warm_a, sets["aibot"], c, proc.pid
-            )
+            asyncio.run(wait_ready(bare.base + "/"))
+            asyncio.run(load(bare.base + "/wecom/robot", warm_r, c))
+            asyncio.run(load(bare.base + "/wecom/aibot", warm_a, c))
+            run_all(args, tmp, sets, results, runs, bare)
         finally:
-            stop(proc)
+            stop(bare_proc)
 
         # (c) wecom-bot-svr (Flask), robot callbacks
         python = None if args.skip_peer else peer_python(tmp)
@@ -543,7 +599,7 @@ def main() -> int:
                     base,
                     "/wecom/robot",
                     warm_r,
-                    sets["robot"],
+                    sets["robot"][0],
                     c,
                 )
             except TimeoutError as exc:
@@ -558,13 +614,13 @@ def main() -> int:
     for key, label in (("a", "SQLite"), ("p", "PostgreSQL")):
         if f"{key}_robot" not in results:
             continue
-        a, b = results[f"{key}_robot"], results["b_robot"]
+        a, b = results[f"{key}_robot"], results[f"b{key}_robot"]
         print(f"{label:<10} robot:  (a)/(b) = {a.rps / b.rps:.0%} of the ceiling", end="")
         if "c_robot" in results:
             print(f";  (a)/(c) = {a.rps / results['c_robot'].rps:.1f}x the peer")
         else:
             print(";  peer not measured")
-        a2, b2 = results[f"{key}_aibot"], results["b_aibot"]
+        a2, b2 = results[f"{key}_aibot"], results[f"b{key}_aibot"]
         print(f"{label:<10} AI bot: (a)/(b) = {a2.rps / b2.rps:.0%} of the ceiling")
     print()
     for run in runs:

@@ -67,12 +67,12 @@ def journal_dir(url: URL) -> Path | None:
     return Path(name).resolve().parent / f"{Path(name).name}.inbox"
 
 
-def encode(door: str, namespace: str, key: str, body: bytes, received_at: datetime) -> bytes:
+def encode(door: str, namespace: str, key: str, body: bytes, received: float) -> bytes:
     """One journal record (see the module docstring for the layout) for a decrypted ``body`` in
-    UTF-8 (the route has it encoded already)."""
+    UTF-8, received at Unix time ``received`` (the route has both at hand already)."""
     # A float holds today's Unix time to a tenth of a microsecond: round() gives it exactly, for
     # a fraction of what datetime arithmetic costs (this runs once per callback).
-    micros = round(received_at.timestamp() * 1_000_000)
+    micros = round(received * 1_000_000)
     d, n, k = door.encode(), namespace.encode(), key.encode()
     rest = b"".join((_HEAD.pack(micros, len(d), len(n), len(k)), d, n, k, body))
     return _FRAME.pack(len(rest), zlib.crc32(rest)) + rest

@@ -143,14 +143,13 @@ class InboxWriter:
             return self._started
         return self._thread is not None and self._thread.is_alive()
 
-    def append(
-        self, door: str, namespace: str, key: str, body: bytes, received_at: datetime
-    ) -> None:
-        """Store one callback's decrypted ``body`` (UTF-8) durably, now, in "journal" mode (no
-        waiting, no answer: duplicates are dropped in the table). Raises when it is not stored."""
+    def append(self, door: str, namespace: str, key: str, body: bytes, received: float) -> None:
+        """Store one callback's decrypted ``body`` (UTF-8), received at Unix time ``received``,
+        durably, now, in "journal" mode (no waiting, no answer: duplicates are dropped in the
+        table). Raises when it is not stored."""
         if not self._started or self.journal is None:
             raise RuntimeError("inbox writer is not running")
-        self.journal.append(encode(door, namespace, key, body, received_at))
+        self.journal.append(encode(door, namespace, key, body, received))
 
     async def store(self, item: inbox.Incoming) -> bool:
         """Commit ``item`` durably; True if it was new, False if its key was stored before."""

@@ -360,11 +360,12 @@ class Server:
             raise _missing(names, values)
         return values
 
-    def _check_timestamp(self, timestamp: str, now: datetime) -> None:
+    def _check_timestamp(self, timestamp: str, now: float) -> None:
+        """The signed ``timestamp`` against ``now`` (Unix time, from the injected clock)."""
         if not timestamp.isdigit() or len(timestamp) > 12:
             raise CallbackRejectedError(400, "timestamp is not a Unix time")
         window = self.settings.timestamp_window_seconds
-        if window and abs(now.timestamp() - int(timestamp)) > window:
+        if window and abs(now - int(timestamp)) > window:
             # A captured request replayed later, or a sender with a broken clock.
             raise CallbackRejectedError(403, "timestamp outside the accepted window")
 
@@ -376,7 +377,7 @@ class Server:
                 signature, timestamp, nonce, echostr = self._query(
                     request, "msg_signature", "timestamp", "nonce", "echostr"
                 )
-                self._check_timestamp(timestamp, self.bot.clock.now())
+                self._check_timestamp(timestamp, self.bot.clock.now().timestamp())
                 echo = door.crypto.verify_url(signature, timestamp, nonce, echostr)
             except CallbackRejectedError as exc:
                 return _reject(door.door, exc)
@@ -402,7 +403,8 @@ class Server:
                     raise _missing(_SIGNED, (signature, timestamp, nonce))
                 raw = await _read_body(request, limit)
                 received_at = clock.now()
-                self._check_timestamp(timestamp, received_at)
+                received = received_at.timestamp()
+                self._check_timestamp(timestamp, received)
                 plaintext = crypto.decrypt(
                     _encrypted_field(raw, json_body), signature, timestamp, nonce
                 )
@@ -417,7 +419,7 @@ class Server:
                 return _reject(door.door, exc)
             try:
                 if journalled:
-                    self.writer.append(door_value, namespace, admitted.key, data, received_at)
+                    self.writer.append(door_value, namespace, admitted.key, data, received)
                     new = True  # a duplicate is dropped when the journal reaches the table
                 else:
                     item = inbox.Incoming(

@@ -27,7 +27,8 @@ def journal_of(sqlite_db: Database) -> InboxJournal:
 
 
 def record(key: str, seconds: int = 0, body: str = "<xml>打卡 Day1</xml>") -> bytes:
-    return encode("robot", "robot", key, body.encode(), T0 + timedelta(seconds=seconds))
+    received = (T0 + timedelta(seconds=seconds)).timestamp()
+    return encode("robot", "robot", key, body.encode(), received)
 
 
 def rows(sqlite_db: Database) -> list[tuple[str, str, datetime]]:
