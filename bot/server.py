@@ -470,14 +470,21 @@ class Server:
 async def _read_body(request: web.Request, limit: int) -> bytes:
     """The whole request body, or 413 past ``limit`` bytes (without reading on) and 400 when the
     connection breaks. ``read(n)`` returns what has arrived, so a body split across TCP segments
-    takes several reads."""
+    takes several reads; usually the whole body arrived with the headers, and is taken as it is."""
     expected = request.content_length
     if expected is not None and expected > limit:
         raise CallbackRejectedError(413, "body too large")
+    content = request.content
     chunks: list[bytes] = []
     size = 0
     try:
-        while chunk := await request.content.read(limit + 1 - size):
+        if expected is not None:
+            arrived = content.read_nowait(expected)
+            if len(arrived) == expected:
+                return arrived
+            chunks.append(arrived)
+            size = len(arrived)
+        while chunk := await content.read(limit + 1 - size):
             chunks.append(chunk)
             size += len(chunk)
             if size > limit:

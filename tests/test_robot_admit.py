@@ -43,6 +43,8 @@ LEAVES += [
     "a\rb",
     "<![CDATA[\r]]>",
 ]
+# CDATA with markup in it: "<" stays on the fast path, "<!" (a DTD, or not) goes to the full parse.
+LEAVES += ["<![CDATA[a<b]]>", "<![CDATA[<!DOCTYPE x>]]>", "<![CDATA[<!-- x -->]]>"]
 NAMES = ["MsgType", "MsgId", "From", "UserId", "ChatId", "Text", "Content", "Name"]
 
 

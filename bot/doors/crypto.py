@@ -46,8 +46,8 @@ _DTD_TEXT = re.compile(r"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE | re.ASCII)
 # Characters a leaf may not hold: those XML forbids, and CR. The ASCII ones are all a pattern
 # over UTF-8 bytes needs to name: a surrogate cannot be in UTF-8 that Python encoded, and
 # U+FFFE/U+FFFF (``NONCHARACTERS_UTF8``) are looked for before such a pattern runs.
-_FORBIDDEN_ASCII = "\x00-\x08\x0b\x0c\x0e-\x1f\r"
-_FORBIDDEN = _FORBIDDEN_ASCII + "\ud800-\udfff\ufffe\uffff"
+FORBIDDEN_ASCII = "\x00-\x08\x0b\x0c\x0e-\x1f\r"
+_FORBIDDEN = FORBIDDEN_ASCII + "\ud800-\udfff\ufffe\uffff"
 NONCHARACTERS_UTF8 = (b"\xef\xbf\xbe", b"\xef\xbf\xbf")
 
 
@@ -59,12 +59,11 @@ def _leaf_patterns(forbidden: str) -> tuple[str, str, str]:
 
 
 _LEAF = _leaf_patterns(_FORBIDDEN)[2]
-#: The pieces of the plain shape as patterns over UTF-8 (encode them to compile a bytes
-#: pattern), for a pattern that reads a few fields of it (robot.admit). Its literals and classes
-#: are ASCII and every other character's bytes are 0x80 or more, so such a pattern matches the
-#: UTF-8 of a text exactly when its ``str`` twin matches the text, for a text without U+FFFE or
-#: U+FFFF.
-UTF8_CDATA_BODY, UTF8_TEXT_BODY, UTF8_LEAF = _leaf_patterns(_FORBIDDEN_ASCII)
+#: The plain shape's text body as a pattern over UTF-8 (encode it to compile a bytes pattern),
+#: for a pattern that reads a few fields of the shape (robot.admit). Its classes are ASCII and
+#: every other character's bytes are 0x80 or more, so such a pattern matches the UTF-8 of a text
+#: exactly when its ``str`` twin matches the text, for a text without U+FFFE or U+FFFF.
+UTF8_TEXT_BODY = _leaf_patterns(FORBIDDEN_ASCII)[1]
 NAME = _NAME = r"[A-Za-z_][A-Za-z0-9_.\-]*+"
 WS = _WS = r"[ \t\n]*+"
 # One pass checks that the whole document has the plain shape (elements holding a leaf, or
