@@ -45,7 +45,7 @@ _DTD_TEXT = re.compile(r"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE | re.ASCII)
 #
 # Characters a leaf may not hold: those XML forbids, and CR. The ASCII ones are all a pattern
 # over UTF-8 bytes needs to name: a surrogate cannot be in UTF-8 that Python encoded, and
-# U+FFFE/U+FFFF (``NONCHARACTERS_UTF8``) are looked for before such a pattern runs.
+# U+FFFE/U+FFFF (``NONCHARACTERS_UTF8``) are looked for apart from such a pattern.
 FORBIDDEN_ASCII = "\x00-\x08\x0b\x0c\x0e-\x1f\r"
 _FORBIDDEN = FORBIDDEN_ASCII + "\ud800-\udfff\ufffe\uffff"
 NONCHARACTERS_UTF8 = (b"\xef\xbf\xbe", b"\xef\xbf\xbf")
