@@ -21,9 +21,9 @@ and :meth:`InboxWriter.store` (the three that commit to the database):
   server; while one is in flight the loop goes on answering, and the callbacks that arrive
   meanwhile are committed together next.
 * **"journal": on a SQLite file, the default.** The callback is appended to the inbox journal
-  (:mod:`bot.inbox_journal`), one ``write()`` on the loop, and the route answers at once; the
-  inbox worker moves the journal into the table before it processes. Every callback is "new"
-  here: duplicates are dropped when they reach the table.
+  (:mod:`bot.inbox_journal`), one copy into a mapped file on the loop, and the route answers at
+  once; the inbox worker moves the journal into the table before it processes. Every callback is
+  "new" here: duplicates are dropped when they reach the table.
 * **"thread"**, and SQLite's fallback. Each request's row is handed over with a future; the
   thread takes everything handed over (after waiting ``delay_ms`` for more when it was idle),
   writes it in one transaction, commits, and resolves the futures, one wake-up of each loop per

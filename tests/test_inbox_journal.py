@@ -1,6 +1,7 @@
 """The inbox journal (SQLite files): what a callback route appends comes back into ``raw_event``
 exactly once, in order, with its own receive time; damaged tails, crashes between the move and
-the delete, other processes' segments and failed writes are handled."""
+the delete, other processes' segments (cut to their records or not) and segments that cannot be
+made are handled."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from bot import inbox_journal
 from bot.doors.wire import store_form
 from bot.inbox_journal import InboxJournal, decode, encode, journal_dir
 from storage import inbox
@@ -132,19 +134,54 @@ async def test_a_damaged_tail_is_reported_and_the_rest_stored(sqlite_db: Databas
     assert segments(journal) == []
 
 
-async def test_a_failed_write_raises_and_the_next_record_starts_a_new_segment(
-    sqlite_db: Database,
+async def test_a_segment_that_cannot_be_made_raises_and_the_next_record_starts_anew(
+    sqlite_db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     journal = journal_of(sqlite_db)
     journal.append(record("before"))
-    os.close(journal._fd)  # the file is gone from under the writer
-    with pytest.raises(OSError, match="Bad file descriptor"):
-        journal.append(record("lost"))
+    journal.close()  # the next record needs a new segment
+
+    def full_disk(fd: int, offset: int, size: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(os, "posix_fallocate", full_disk)
+        with pytest.raises(OSError, match="No space left"):
+            journal.append(record("lost"))
     journal.append(record("after", 1))
-    assert len(segments(journal)) == 2
     assert await journal.drain() == 2
     assert [key for key, _, _ in rows(sqlite_db)] == ["before", "after"]
+    assert segments(journal) == []  # the one left empty by the failure included
     journal.close()
+
+
+async def test_a_record_that_does_not_fit_starts_a_new_segment(
+    sqlite_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(inbox_journal, "SEGMENT_BYTES", 2 * len(record("k0")))
+    journal = journal_of(sqlite_db)
+    for i in range(3):
+        journal.append(record(f"k{i}", i))
+    journal.append(record("big", 3, body="<xml>" + "长" * 5000 + "</xml>"))  # its own size
+    assert len(segments(journal)) == 3
+    assert await journal.drain() == 4
+    assert [key for key, _, _ in rows(sqlite_db)] == ["k0", "k1", "k2", "big"]
+    journal.close()
+
+
+async def test_a_dead_processs_uncut_segment_ends_at_its_zeros(sqlite_db: Database) -> None:
+    dead = journal_of(sqlite_db)
+    dead.append(record("answered"))
+    [segment] = segments(dead)
+    # It dies: the mapping and the lock go without the segment being cut to its records.
+    assert dead._map is not None
+    dead._map.close()
+    os.close(dead._fd)
+    assert segment.stat().st_size == inbox_journal.SEGMENT_BYTES
+    mover = journal_of(sqlite_db)
+    assert await mover.drain() == 1
+    assert mover.damaged == 0
+    assert [key for key, _, _ in rows(sqlite_db)] == ["answered"]
 
 
 def test_a_segment_is_locked_while_its_process_writes(sqlite_db: Database) -> None:

@@ -48,7 +48,10 @@ _DTD_TEXT = re.compile(r"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE | re.ASCII)
 # U+FFFE/U+FFFF (``NONCHARACTERS_UTF8``) are looked for apart from such a pattern.
 FORBIDDEN_ASCII = "\x00-\x08\x0b\x0c\x0e-\x1f\r"
 _FORBIDDEN = FORBIDDEN_ASCII + "\ud800-\udfff\ufffe\uffff"
-NONCHARACTERS_UTF8 = (b"\xef\xbf\xbe", b"\xef\xbf\xbf")
+#: U+FFFE or U+FFFF in UTF-8. A pattern, not two ``in`` tests: on Chinese UTF-8, where most
+#: bytes are 0x80 or more, ``bytes.__contains__`` for these needles scans byte by byte (0.9 µs
+#: for a 400-byte callback against 0.2 µs).
+NONCHARACTERS_UTF8 = re.compile(rb"\xef\xbf[\xbe\xbf]")
 
 
 def _leaf_patterns(forbidden: str) -> tuple[str, str, str]:

@@ -127,8 +127,7 @@ def _key_fields(data: bytes) -> tuple[str, str, str] | None:
         or data.count(b"<MsgId>") > 1
         or data.count(b"<From>") > 1
         or data.count(b"<UserId>") > 1
-        or NONCHARACTERS_UTF8[0] in data
-        or NONCHARACTERS_UTF8[1] in data
+        or NONCHARACTERS_UTF8.search(data)
     ):
         return None
     t1, t2, u1, u2, i1, i2 = match.group("typec", "typet", "userc", "usert", "idc", "idt")
