@@ -181,7 +181,7 @@ class InboxJournal:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # ours until closed or until we die
             size = max(SEGMENT_BYTES, room)
-            os.posix_fallocate(fd, 0, size)
+            _allocate(fd, size)
             segment = mmap.mmap(fd, size)
         except OSError:
             os.close(fd)  # left empty: whoever moves segments next deletes it
@@ -295,6 +295,16 @@ class InboxJournal:
                     len(records),
                 )
             yield _Segment(path, fd, records)
+
+
+def _allocate(fd: int, size: int) -> None:
+    """Give the file ``size`` bytes with their blocks reserved, so that a full disk is an error
+    here and not a SIGBUS when a page of the mapping is first written. Where the system has no
+    ``posix_fallocate`` (macOS), the file is only extended."""
+    if hasattr(os, "posix_fallocate"):
+        os.posix_fallocate(fd, 0, size)
+    else:
+        os.ftruncate(fd, size)
 
 
 def _read_all(fd: int) -> bytes:
