@@ -423,6 +423,7 @@ def drop_schema(base: str, url: str) -> None:
 
 
 Requests = list[tuple[dict[str, str], bytes]]
+DOORS = ("robot", "aibot")
 
 
 def run_bot(
@@ -431,6 +432,7 @@ def run_bot(
     tmp: Path,
     args: argparse.Namespace,
     sets: dict[str, list[Requests]],
+    warm: dict[str, Requests],
     results: dict[str, Result],
     key: str,
     bare: Bare,
@@ -469,8 +471,7 @@ def run_bot(
         ):
             # Warm up, and let the warm-up's processing finish: the measured window holds the
             # measured callbacks and their own processing only.
-            [warm] = sets[f"warm_{door}"]
-            asyncio.run(load(base + path, warm, c))
+            asyncio.run(load(base + path, warm[door], c))
             inbox.drained()
             ours, theirs, done, waits = [], [], 0, []
             for requests in sets[door]:
@@ -487,7 +488,7 @@ def run_bot(
             during.append(done)
             drains.append(max(waits))
         n = sum(len(r) for r in sets["robot"])
-        expected = 2 * (n + len(sets["warm_robot"][0]))
+        expected = 2 * (n + len(warm["robot"]))
         run = BotRun(
             label,
             ready,
@@ -509,6 +510,7 @@ def run_all(
     args: argparse.Namespace,
     tmp: Path,
     sets: dict[str, list[Requests]],
+    warm: dict[str, Requests],
     results: dict[str, Result],
     runs: list[BotRun],
     bare: Bare,
@@ -526,7 +528,7 @@ def run_all(
             admin.engine.dispose()
             cleanup = url
         try:
-            runs.append(run_bot(label, url, tmp, args, sets, results, key, bare))
+            runs.append(run_bot(label, url, tmp, args, sets, warm, results, key, bare))
         finally:
             if cleanup is not None:
                 drop_schema(args.postgres, cleanup)
@@ -554,13 +556,8 @@ def main() -> int:
         f"{os.cpu_count()} CPUs, loopback"
     )
     print(f"load average before: {Path('/proc/loadavg').read_text().strip()}\n")
-    sets = {
-        "robot": [build("robot", n, f"r{i}-") for i in range(rounds)],
-        "aibot": [build("aibot", n, f"a{i}-") for i in range(rounds)],
-        "warm_robot": [build("robot", 300, "wr")],
-        "warm_aibot": [build("aibot", 300, "wa")],
-    }
-    [warm_r], [warm_a] = sets["warm_robot"], sets["warm_aibot"]
+    sets = {door: [build(door, n, f"{door[0]}{i}-") for i in range(rounds)] for door in DOORS}
+    warm = {door: build(door, 300, f"w{door[0]}") for door in DOORS}
     results: dict[str, Result] = {}
     runs: list[BotRun] = []
 
@@ -576,9 +573,9 @@ def main() -> int:
         bare = Bare(f"http://127.0.0.1:{port}", bare_proc.pid)
         try:
             asyncio.run(wait_ready(bare.base + "/"))
-            asyncio.run(load(bare.base + "/wecom/robot", warm_r, c))
-            asyncio.run(load(bare.base + "/wecom/aibot", warm_a, c))
-            run_all(args, tmp, sets, results, runs, bare)
+            for door in DOORS:
+                asyncio.run(load(f"{bare.base}/wecom/{door}", warm[door], c))
+            run_all(args, tmp, sets, warm, results, runs, bare)
         finally:
             stop(bare_proc)
 
@@ -598,7 +595,7 @@ def main() -> int:
                     "(c) wecom-bot-svr (Flask), robot",
                     base,
                     "/wecom/robot",
-                    warm_r,
+                    warm["robot"],
                     sets["robot"][0],
                     c,
                 )
