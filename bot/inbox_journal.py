@@ -184,7 +184,8 @@ class InboxJournal:
             _allocate(fd, size)
             segment = mmap.mmap(fd, size)
         except OSError:
-            os.close(fd)  # left empty: whoever moves segments next deletes it
+            os.close(fd)  # left without records: the next move deletes it
+            self._look = True
             raise
         self._fd = fd
         return segment
