@@ -150,6 +150,7 @@ class InboxJournal:
     _fd: int = -1
     _map: mmap.mmap | None = None  # the current segment, mapped
     _used: int = 0  # bytes of it holding records
+    _base: int = 0  # ``appended`` when it was made
     _open: list[_Segment] = field(default_factory=list)  # segments being moved, oldest first
     _moving: asyncio.Lock = field(default_factory=asyncio.Lock)  # one absorb at a time
     _look: bool = True  # segments of processes that died may wait: list the directory
@@ -167,6 +168,7 @@ class InboxJournal:
         if segment is None or end > len(segment):
             self._close_segment()
             segment = self._map = self._new_segment(len(record))
+            self._base = self.appended
             used, end = 0, len(record)
         segment[used:end] = record
         self._used = end
@@ -212,6 +214,23 @@ class InboxJournal:
             with contextlib.suppress(OSError):
                 os.close(segment.fd)
         self._open.clear()
+
+    def waiting(self) -> tuple[int, datetime | None]:
+        """How many callbacks this process journalled are not in the table yet, and when the
+        oldest of them was received (for the inbox gauges; a dead process's segment counts once
+        a move has read it)."""
+        count, oldest = 0, None
+        for segment in self._open:
+            if segment.moved < len(segment.records):
+                count += len(segment.records) - segment.moved
+                first = segment.records[segment.moved].received_at
+                oldest = first if oldest is None else min(oldest, first)
+        if self._map is not None and self._used:
+            count += self.appended - self._base
+            micros = _HEAD.unpack_from(self._map, _FRAME.size)[0]
+            first = _EPOCH + timedelta(microseconds=micros)
+            oldest = first if oldest is None else min(oldest, first)
+        return count, oldest
 
     # -- moving into the table
 

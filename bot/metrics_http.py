@@ -1,8 +1,8 @@
 """The ``/metrics`` route (SPEC §15): :data:`bot.metrics.REGISTRY` in the Prometheus text format.
 
 The server mounts it: ``app.router.add_get("/metrics", make_metrics_handler(inbox_collector(db,
-clock)))``, or the plain :func:`metrics_handler` when no database gauges are wanted. It needs no
-login: it exposes counts, never names or message text.
+clock, journal)))``, or the plain :func:`metrics_handler` when no database gauges are wanted. It
+needs no login: it exposes counts, never names or message text.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from sqlmodel import col
 
 from bot import metrics
 from bot.clock import Clock
+from bot.inbox_journal import InboxJournal
 from storage.db import Database
 from storage.inbox import RawEvent
 
@@ -29,8 +30,11 @@ INBOX_LAG = metrics.gauge(
 Handler = Callable[[web.Request], Awaitable[web.Response]]
 
 
-def inbox_collector(db: Database, clock: Clock) -> Callable[[], None]:
-    """A collector that sets the inbox gauges from the database just before a scrape."""
+def inbox_collector(
+    db: Database, clock: Clock, journal: InboxJournal | None = None
+) -> Callable[[], None]:
+    """A collector that sets the inbox gauges just before a scrape, from the database and from
+    the callbacks this process's inbox ``journal`` holds that are not in the table yet."""
 
     def collect() -> None:
         with db.session() as session:
@@ -39,10 +43,16 @@ def inbox_collector(db: Database, clock: Clock) -> Callable[[], None]:
                     col(RawEvent.processed_at).is_(None)
                 )
             ).one()
-        INBOX_PENDING.set(int(count or 0))
-        INBOX_LAG.set(_age(clock.now(), oldest))
+        journalled, first = journal.waiting() if journal is not None else (0, None)
+        INBOX_PENDING.set(int(count or 0) + journalled)
+        INBOX_LAG.set(_age(clock.now(), earliest(oldest, first)))
 
     return collect
+
+
+def earliest(a: datetime | None, b: datetime | None) -> datetime | None:
+    """The earlier of two times, either of which may be missing."""
+    return b if a is None else a if b is None else min(a, b)
 
 
 def _age(now: datetime, oldest: datetime | None) -> float:

@@ -46,7 +46,7 @@ from bot.doors.crypto import CallbackRejectedError, DoorCrypto, parse_xml
 from bot.doors.wire import Admitted, DoorFormatError, store_form
 from bot.inbox_journal import InboxJournal
 from bot.inbox_writer import InboxWriter
-from bot.metrics_http import inbox_collector, metrics_routes
+from bot.metrics_http import earliest, inbox_collector, metrics_routes
 from bot.scheduler import CohortScheduler
 from bot.updates import Door
 from bot.wecom.api import WeComAPI, client_from_settings
@@ -191,6 +191,8 @@ class InboxWorker:
     async def _update_lag(self) -> None:
         async with self._bot.db.unit_of_work() as uow:
             oldest = inbox.oldest_pending_at(uow.writer)
+        if self._journal is not None:  # callbacks not moved into the table yet
+            oldest = earliest(oldest, self._journal.waiting()[1])
         now = self._bot.clock.now()
         set_inbox_lag((now - oldest).total_seconds() if oldest else 0.0)
 
@@ -564,7 +566,10 @@ def create_app(
     app.router.add_get("/healthz", server.healthz)
     app.router.add_get("/readyz", server.readyz)
     app.add_routes(
-        metrics_routes(inbox_collector(bot.db, bot.clock), lambda: queue_length_collector(bot.db))
+        metrics_routes(
+            inbox_collector(bot.db, bot.clock, server.writer.journal),
+            lambda: queue_length_collector(bot.db),
+        )
     )
     app.add_subapp("/dashboard/", build_dashboard(bot, env))
     app.on_startup.append(server.start)

@@ -80,6 +80,22 @@ async def test_appended_callbacks_reach_the_table_once_in_order(sqlite_db: Datab
     journal.close()
 
 
+async def test_it_says_how_many_callbacks_wait_outside_the_table_and_since_when(
+    sqlite_db: Database,
+) -> None:
+    journal = journal_of(sqlite_db)
+    assert journal.waiting() == (0, None)
+    for i in range(4):
+        journal.append(record(f"w{i}", 10 * i))
+    assert journal.waiting() == (4, T0)
+    assert await journal.absorb(limit=3) == 3
+    journal.append(record("w4", 40))  # a new segment meanwhile
+    assert journal.waiting() == (2, T0 + timedelta(seconds=30))
+    assert await journal.drain() == 2
+    assert journal.waiting() == (0, None)
+    journal.close()
+
+
 async def test_a_move_is_done_in_bounded_transactions(sqlite_db: Database) -> None:
     journal = journal_of(sqlite_db)
     for i in range(5):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -13,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bot import metrics
 from bot.app import App
 from bot.clock import ManualClock
+from bot.inbox_journal import InboxJournal, encode
 from bot.metrics_http import CONTENT_TYPE, inbox_collector, metrics_routes
 from storage import inbox
 
@@ -60,3 +62,22 @@ async def test_metrics_parse_with_the_prometheus_parser(
     assert families["cohortbot_inbox_lag_seconds"].samples[0].value == 90
     assert families["cohortbot_job_runs"].type == "counter"
     assert families["cohortbot_inbox_lag_seconds"].type == "gauge"
+
+
+async def test_the_inbox_gauges_count_callbacks_still_in_the_journal(
+    app: App, clock: ManualClock, tmp_path: Path
+) -> None:
+    """A callback the route journalled is pending, and ages, before any move puts it in the table
+    (a worker that cannot move it shows as lag)."""
+    journal = InboxJournal(tmp_path / "journal", app.db)
+    async with app.db.unit_of_work() as uow:
+        inbox.store_new(uow.session, [inbox.Incoming("callback", "ns", "t1", "{}")], clock.now())
+    received = (clock.now() - timedelta(seconds=30)).timestamp()
+    journal.append(encode("robot", "robot", "j1", b"<xml/>", received))
+    journal.append(encode("robot", "robot", "j2", b"<xml/>", received + 1))
+    clock.advance(timedelta(seconds=90))
+    inbox_collector(app.db, app.clock, journal)()
+    rendered = {f.name: f for f in text_string_to_metric_families(metrics.REGISTRY.render())}
+    assert rendered["cohortbot_inbox_pending"].samples[0].value == 3
+    assert rendered["cohortbot_inbox_lag_seconds"].samples[0].value == 120
+    journal.close()
