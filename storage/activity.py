@@ -55,9 +55,15 @@ class DailyCounter(SQLModel, table=True):
 CounterKey = tuple[str, str, date]
 
 
-@dataclass
+#: A counter's position in :attr:`_Delta.values`.
+_FIELD_AT = {name: i for i, name in enumerate(COUNTER_FIELDS)}
+_MESSAGES = _FIELD_AT["messages"]
+
+
+@dataclass(slots=True)
 class _Delta:
-    values: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTER_FIELDS, 0))
+    #: The amounts, in :data:`COUNTER_FIELDS` order (a list: the flush unpacks it into its row).
+    values: list[int] = field(default_factory=lambda: [0] * len(COUNTER_FIELDS))
     first_at: datetime | None = None
     last_at: datetime | None = None
 
@@ -107,8 +113,9 @@ class ActivityBuffer:
         delta = self.deltas.get(key)
         if delta is None:
             delta = self.deltas[key] = _Delta()
+        values = delta.values
         for name, amount in deltas.items():
-            delta.values[name] += amount
+            values[_FIELD_AT[name]] += amount
         if at is not None:
             if delta.first_at is None or at < delta.first_at:
                 delta.first_at = at
@@ -214,10 +221,14 @@ _MESSAGE_KEYS = (
 )
 _INSERT_MESSAGES = BulkStatement(lambda s: insert_for(s, Message), _MESSAGE_KEYS)
 _UPSERT_COUNTERS = BulkStatement(
-    _counter_upsert, ("chat_id", "member_id", "day", *COUNTER_FIELDS, "first_at", "last_at")
+    _counter_upsert,
+    ("chat_id", "member_id", "day", *COUNTER_FIELDS, "first_at", "last_at"),
+    placed=True,
 )
 _UPSERT_MEMBERSHIPS = BulkStatement(
-    _membership_upsert, ("chat_id", "member_id", "first_message_at", "last_seen_at", "days_active")
+    _membership_upsert,
+    ("chat_id", "member_id", "first_message_at", "last_seen_at", "days_active"),
+    placed=True,
 )
 
 
@@ -230,42 +241,27 @@ def _apply_deltas(session: Session, deltas: dict[CounterKey, _Delta]) -> None:
     # take the counter rows' locks in one order.
     counted = _UPSERT_COUNTERS.returning(
         session,
-        [
-            {
-                "chat_id": k[0],
-                "member_id": k[1],
-                "day": k[2],
-                **d.values,
-                "first_at": d.first_at,
-                "last_at": d.last_at,
-            }
-            for k, d in sorted(deltas.items(), key=_by_key)
-        ],
+        [(*k, *d.values, d.first_at, d.last_at) for k, d in sorted(deltas.items(), key=_by_key)],
     )
     moved: dict[tuple[str, str], int] = {}
     for chat_id, member_id, day, messages in counted:
-        added = deltas[(chat_id, member_id, day)].values["messages"]
+        added = deltas[(chat_id, member_id, day)].values[_MESSAGES]
         before = messages - added
         step = (1 if messages > 0 else 0) - (1 if before > 0 else 0)
         if step:
             moved[(chat_id, member_id)] = moved.get((chat_id, member_id), 0) + step
-    memberships: dict[tuple[str, str], dict[str, Any]] = {}
+    # Per membership: [chat_id, member_id, first_message_at, last_seen_at, days_active].
+    memberships: dict[tuple[str, str], list[Any]] = {}
     for k, d in deltas.items():
         key = (k[0], k[1])
         row = memberships.get(key)
         if row is None:
-            row = memberships[key] = {
-                "chat_id": k[0],
-                "member_id": k[1],
-                "first_message_at": None,
-                "last_seen_at": None,
-                "days_active": moved.get(key, 0),
-            }
-        if d.values["messages"] <= 0 or d.first_at is None or d.last_at is None:
+            row = memberships[key] = [k[0], k[1], None, None, moved.get(key, 0)]
+        if d.values[_MESSAGES] <= 0 or d.first_at is None or d.last_at is None:
             continue
-        first, last = row["first_message_at"], row["last_seen_at"]
-        row["first_message_at"] = d.first_at if first is None else min(first, d.first_at)
-        row["last_seen_at"] = d.last_at if last is None else max(last, d.last_at)
+        first, last = row[2], row[3]
+        row[2] = d.first_at if first is None else min(first, d.first_at)
+        row[3] = d.last_at if last is None else max(last, d.last_at)
     _UPSERT_MEMBERSHIPS.execute(session, [memberships[k] for k in sorted(memberships)])
 
 

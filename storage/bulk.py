@@ -12,7 +12,7 @@ ORM's would be; only the Python around it is skipped.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
 from datetime import date
 from typing import Any
@@ -104,25 +104,36 @@ class _Compiled:
                 raise TypeError(f"{column.key}: only scalar column defaults can be prepared")
             defaults[column.key] = default.arg
         namespace: dict[str, Any] = {}
-        parts: list[str] = []
+        by_name: list[str] = []  # the parameters, taken from a row of named values
+        by_position: list[str] = []  # the same, from a row of values in ``keys`` order
         for i, name in enumerate(order):
             bind = compiled.binds[name]
             process = _bind_processor(bind, dialect)
             if name in keys:
-                expr = f"row[{name!r}]"
+                named, placed = f"row[{name!r}]", f"row[{keys.index(name)}]"
                 if process is not None:
                     namespace[f"p{i}"] = process
-                    expr = f"p{i}({expr})"
+                    named, placed = f"p{i}({named})", f"p{i}({placed})"
             else:  # a column default or a literal in the statement (a 0, say): processed once
                 value = defaults.get(name, bind.value)
                 namespace[f"c{i}"] = process(value) if process else value
-                expr = f"c{i}"
-            parts.append(expr if positional else f"{name!r}: {expr}")
-        body = f"({', '.join(parts)},)" if positional else f"{{{', '.join(parts)}}}"
+                named = placed = f"c{i}"
+            by_name.append(named if positional else f"{name!r}: {named}")
+            by_position.append(placed if positional else f"{name!r}: {placed}")
+
+        def display(parts: list[str]) -> str:
+            return f"({', '.join(parts)},)" if positional else f"{{{', '.join(parts)}}}"
+
         # One generated function per statement and dialect: a tuple (or dict) display is several
         # times faster than looping over the columns for every row.
-        exec(f"def build(row):\n    return {body}\n", namespace)
+        exec(
+            f"def build(row):\n    return {display(by_name)}\n"
+            f"def build_placed(row):\n    return {display(by_position)}\n",
+            namespace,
+        )
         self.build: Callable[[dict[str, Any]], Any] = namespace["build"]
+        #: ``build`` for a row given as a sequence of values in ``keys`` order.
+        self.build_placed: Callable[[Sequence[Any]], Any] = namespace["build_placed"]
         self.results: list[Processor | None] = [
             _result_processor(entry[3], dialect)  # (keyname, name, objects, type)
             for entry in compiled._result_columns
@@ -174,15 +185,34 @@ class _Statement:
 
 
 class BulkStatement(_Statement):
-    """A statement run with many rows of named parameters (``keys``), in one ``executemany``."""
+    """A statement run with many rows of named parameters (``keys``), in one ``executemany``.
+
+    With ``placed``, each row is a sequence of the values in ``keys`` order instead of a mapping:
+    a hot path that builds a tuple per row skips building a dict of the same values.
+    """
 
     _many = True
 
-    def execute(self, session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    def __init__(
+        self,
+        build: Callable[[Session], ClauseElement],
+        keys: Sequence[str],
+        column_keys: Sequence[str] | None = None,
+        *,
+        placed: bool = False,
+    ) -> None:
+        super().__init__(build, keys, column_keys)
+        self.placed = placed
+
+    def execute(
+        self, session: Session, rows: Sequence[Mapping[str, Any]] | Sequence[Sequence[Any]]
+    ) -> None:
+        """Run the statement once per row: rows of named values, or (:attr:`placed`) of values
+        in ``keys`` order."""
         if not rows:
             return
         c = self._compile(session)
-        build = c.build
+        build: Callable[[Any], Any] = c.build_placed if self.placed else c.build
         params = [build(row) for row in rows]
         cursor = session.connection().connection.cursor()
         try:
@@ -216,14 +246,16 @@ class BulkStatement(_Statement):
         finally:
             cursor.close()
 
-    def returning(self, session: Session, rows: Sequence[dict[str, Any]]) -> list[Row]:
+    def returning(
+        self, session: Session, rows: Sequence[Mapping[str, Any]] | Sequence[Sequence[Any]]
+    ) -> list[Row]:
         """Run an INSERT ... RETURNING for ``rows``; return every returned row. On SQLite, as
         multi-row INSERTs (its ``executemany`` cannot return rows); with psycopg, as one
         pipelined ``executemany`` that returns them."""
         if not rows:
             return []
         c = self._compile(session)
-        build = c.build
+        build: Callable[[Any], Any] = c.build_placed if self.placed else c.build
         per = max(1, MAX_PARAMS // max(1, len(self.keys)))
         out: list[Row] = []
         cursor: Any = session.connection().connection.cursor()
