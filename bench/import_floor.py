@@ -33,10 +33,12 @@ import sqlite3
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+from sqlalchemy.dialects import sqlite
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -46,11 +48,12 @@ from bot.config import CohortSettings
 from handlers.checkins import detect
 from handlers.text import meaningful_chars
 from storage.db import Database
+from storage.types import UTCDateTime
 
 BATCH = 2000
 START = datetime(2026, 11, 2, 1, 0, tzinfo=UTC)
-#: SQLAlchemy's storage format for a DATETIME on SQLite (what ``storage.types`` writes).
-STAMP = "%04d-%02d-%02d %02d:%02d:%02d.%06d"
+#: An aware datetime as the import stores it on SQLite (the real import's own bind processor).
+stamp: Callable[[datetime], str] = UTCDateTime().bind_processor(sqlite.dialect())
 #: Bound parameters per multi-row INSERT (SQLite's oldest limit is 999).
 MAX_PARAMS = 999
 
@@ -76,18 +79,6 @@ COUNTERS = (
     " first_at = min(first_at, excluded.first_at), last_at = max(last_at, excluded.last_at)"
     " RETURNING chat_id, member_id, day, messages"
 )
-
-
-def stamp(moment: datetime) -> str:
-    return STAMP % (
-        moment.year,
-        moment.month,
-        moment.day,
-        moment.hour,
-        moment.minute,
-        moment.second,
-        moment.microsecond,
-    )
 
 
 def many(sql: str, width: int, rows: list[tuple[Any, ...]]) -> Iterator[tuple[str, list[Any]]]:
