@@ -18,12 +18,14 @@ shows then, as an error the route answers 503 to, not later) and written through
 memory map: appending a record is a copy into the page cache, with no system call (the ``write()``
 it replaced cost about 4 µs a callback in place). Closed, it is cut to the records it holds; a
 segment left by a process that died ends in zeros, which reading takes as its end. :meth:`absorb`
-closes the current segment (the next record starts a new one), then moves every segment nobody
-holds (this process's closed ones, and those of processes that died) into ``raw_event`` in
-arrival order, in transactions of a bounded number of records; a segment is deleted once all of
-its records are committed. The inbox's unique key drops a retried callback (it is in the journal
-twice) and a record moved twice (a process that died between the commit and the delete), so
-every answered callback is stored exactly once.
+closes the current segment (the next record starts a new one), then claims the segments nobody
+holds (this process's closed ones, and those of processes that died; :data:`CLAIM_AT_MOST` at a
+time) and moves them into ``raw_event`` in arrival order, in transactions of a bounded number of
+records. A claimed segment is read only when a transaction needs its records, so a long backlog
+(a worker stopped for hours) is never in memory at once; it is deleted once all of its records
+are committed. The inbox's unique key drops a retried callback (it is in the journal twice) and
+a record moved twice (a process that died between the commit and the delete), so every answered
+callback is stored exactly once.
 
 Records: ``<u32 length><u32 crc32>`` then ``length`` bytes: ``<i64 received µs since the epoch>
 <u16 door length><u16 namespace length><u32 key length>`` and the door, namespace, key and the
@@ -64,6 +66,8 @@ _SUFFIX = ".journal"
 _names = itertools.count()
 #: The size a segment is created at (a larger record gets a segment of its own size).
 SEGMENT_BYTES = 4 << 20
+#: Segments one move claims at most (an open file each): a larger backlog is claimed in turns.
+CLAIM_AT_MOST = 64
 
 
 def journal_dir(url: URL) -> Path | None:
@@ -130,13 +134,17 @@ def decode(data: bytes) -> tuple[list[Record], int]:
 
 @dataclass
 class _Segment:
-    """A segment being moved into the table: its open, locked file and the records not yet
-    committed."""
+    """A segment being moved into the table: its open, locked file and, once read, its records
+    (the first ``moved`` of them committed)."""
 
     path: Path
     fd: int
-    records: list[Record]
+    records: list[Record] | None = None  # None: not read yet
     moved: int = 0
+
+    @property
+    def done(self) -> bool:
+        return self.records is not None and self.moved >= len(self.records)
 
 
 @dataclass
@@ -221,7 +229,7 @@ class InboxJournal:
         a move has read it)."""
         count, oldest = 0, None
         for segment in self._open:
-            if segment.moved < len(segment.records):
+            if segment.records is not None and segment.moved < len(segment.records):
                 count += len(segment.records) - segment.moved
                 first = segment.records[segment.moved].received_at
                 oldest = first if oldest is None else min(oldest, first)
@@ -263,6 +271,8 @@ class InboxJournal:
         for segment in self._open:
             if room <= 0:
                 break
+            if segment.records is None:
+                segment.records = self._read(segment)
             chunk = segment.records[segment.moved : segment.moved + room]
             taken.append((segment, chunk))
             room -= len(chunk)
@@ -277,7 +287,7 @@ class InboxJournal:
                 )
         for segment, chunk in taken:
             segment.moved += len(chunk)
-        while self._open and self._open[0].moved >= len(self._open[0].records):
+        while self._open and self._open[0].done:
             done = self._open.pop(0)
             with contextlib.suppress(FileNotFoundError):
                 done.path.unlink()
@@ -285,12 +295,16 @@ class InboxJournal:
         return len(records)
 
     def _claim_segments(self) -> Iterator[_Segment]:
-        """The segments nobody holds, read and locked, oldest first."""
+        """The oldest :data:`CLAIM_AT_MOST` segments nobody holds, locked (not read yet)."""
         try:
             names = sorted(p for p in self.directory.iterdir() if p.name.endswith(_SUFFIX))
         except FileNotFoundError:
             return
+        claimed = 0
         for path in names:
+            if claimed >= CLAIM_AT_MOST:
+                self._look = True  # the rest, after these
+                return
             try:
                 fd = os.open(path, os.O_RDONLY)
             except FileNotFoundError:
@@ -303,18 +317,23 @@ class InboxJournal:
             if os.fstat(fd).st_nlink == 0:
                 os.close(fd)  # moved and deleted by another process before we locked it
                 continue
-            data = _read_all(fd)
-            records, end = decode(data)
-            # A segment whose process died was not cut to its records: zeros end it.
-            if end < len(data) and data.count(0, end) < len(data) - end:
-                self.damaged += 1
-                log.warning(
-                    "inbox journal %s: %d bytes after record %d are damaged and not read",
-                    path.name,
-                    len(data) - end,
-                    len(records),
-                )
-            yield _Segment(path, fd, records)
+            claimed += 1
+            yield _Segment(path, fd)
+
+    def _read(self, segment: _Segment) -> list[Record]:
+        """A claimed segment's whole records (a damaged tail is counted and logged)."""
+        data = _read_all(segment.fd)
+        records, end = decode(data)
+        # A segment whose process died was not cut to its records: zeros end it.
+        if end < len(data) and data.count(0, end) < len(data) - end:
+            self.damaged += 1
+            log.warning(
+                "inbox journal %s: %d bytes after record %d are damaged and not read",
+                segment.path.name,
+                len(data) - end,
+                len(records),
+            )
+        return records
 
 
 def _allocate(fd: int, size: int) -> None:

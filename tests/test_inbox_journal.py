@@ -111,6 +111,53 @@ async def test_a_move_is_done_in_bounded_transactions(sqlite_db: Database) -> No
     journal.close()
 
 
+async def test_a_backlog_is_read_a_segment_at_a_time(
+    sqlite_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A move claims every free segment (another process skips them, so the order holds) but
+    reads one only when its transaction needs its records."""
+    monkeypatch.setattr(inbox_journal, "SEGMENT_BYTES", 2 * len(record("b0")))
+    dead = journal_of(sqlite_db)
+    for i in range(6):
+        dead.append(record(f"b{i}", i))  # two a segment
+    dead.close()
+    assert len(segments(dead)) == 3
+    mover = journal_of(sqlite_db)
+    assert await mover.absorb(limit=3) == 3  # the first segment and half of the second
+    assert mover.waiting() == (1, T0 + timedelta(seconds=3))  # the third is not read yet
+    other = journal_of(sqlite_db)
+    assert await other.drain() == 0  # claimed by the first move
+    assert await mover.drain() == 3
+    assert [key for key, _, _ in rows(sqlite_db)] == [f"b{i}" for i in range(6)]
+    assert segments(dead) == []
+    mover.close()
+    other.close()
+
+
+async def test_a_move_claims_a_bounded_number_of_segments_at_a_time(
+    sqlite_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each claimed segment holds an open file: a backlog longer than the bound is claimed in
+    turns, and another process may move the later segments meanwhile."""
+    monkeypatch.setattr(inbox_journal, "SEGMENT_BYTES", len(record("c0")))
+    monkeypatch.setattr(inbox_journal, "CLAIM_AT_MOST", 2)
+    dead = journal_of(sqlite_db)
+    for i in range(5):
+        dead.append(record(f"c{i}", i))  # one a segment
+    dead.close()
+    mover = journal_of(sqlite_db)
+    assert await mover.absorb(limit=1) == 1
+    other = journal_of(sqlite_db)
+    assert await other.absorb(limit=1) == 1  # c2 (it claims c2 and c3: c0 and c1 are taken)
+    assert mover.pending()
+    assert await mover.drain() == 2  # c1, then c4 in a second turn
+    assert await other.drain() == 1  # c3
+    assert sorted(key for key, _, _ in rows(sqlite_db)) == [f"c{i}" for i in range(5)]
+    assert segments(dead) == []
+    mover.close()
+    other.close()
+
+
 async def test_a_crash_between_commit_and_delete_stores_nothing_twice(sqlite_db: Database) -> None:
     journal = journal_of(sqlite_db)
     journal.append(record("once"))
