@@ -12,7 +12,7 @@ hand-written loop on the DBAPI connection, doing only what every message needs:
   functions (``bot.clock.learning_day``, ``handlers.text.meaningful_chars``,
   ``handlers.checkins.detect``), and insert the day's check-in;
 - move the daily counters, with the same upsert and in key order;
-- commit every 2,000 lines.
+- commit every :data:`bot.importer.BATCH` lines, as the import does.
 
 Left out: the ``Update`` type, dispatch and context, member sightings, memberships, the points
 ledger, milestones, and the other handlers' checks. It runs on one thread. So this is a floor,
@@ -45,12 +45,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.import_throughput import generate, run, settings_for
 from bot.clock import learning_day
 from bot.config import CohortSettings
+from bot.importer import BATCH
 from handlers.checkins import detect
 from handlers.text import meaningful_chars
 from storage.db import Database
 from storage.types import UTCDateTime
 
-BATCH = 2000
 START = datetime(2026, 11, 2, 1, 0, tzinfo=UTC)
 #: An aware datetime as the import stores it on SQLite (the real import's own bind processor).
 stamp: Callable[[datetime], str] = UTCDateTime().bind_processor(sqlite.dialect())
