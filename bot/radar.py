@@ -13,10 +13,8 @@ evening check-ins).
 
 from __future__ import annotations
 
-import gc
 import statistics
-from collections.abc import Collection, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from enum import StrEnum
@@ -27,6 +25,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from bot.clock import learning_day
+from bot.collector import collector_paused
 from bot.config import CohortSettings, RadarSettings, Settings
 from storage import nudges as nudge_store
 from storage import radar as store
@@ -443,26 +442,6 @@ def _left(joined: datetime | str | None, left: datetime | str) -> bool:
 
 def _local_day(at: datetime | None, cohort: CohortSettings) -> date | None:
     return None if at is None else learning_day(at, cohort.timezone, cohort.day_start_hour)
-
-
-@contextmanager
-def collector_paused() -> Iterator[None]:
-    """Pause automatic cyclic garbage collection during a pass over every learner (also as a
-    decorator, ``@collector_paused()``).
-
-    A nightly pass over 200,000 learners allocates about a million objects that live until it
-    ends (rows, results, flag states, digest lines); the collector, triggered by allocations,
-    walked them again and again (about a second at 1,000 groups). Nothing is lost: collection
-    resumes afterwards, and a pass nested in another leaves the outer one's state alone.
-    """
-    if not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
 
 
 @collector_paused()

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from sqlmodel import col
 
 from bot.clock import day_start, learning_day
+from bot.collector import collector_paused
 from bot.config import CohortSettings, Settings
 from bot.context import Context
 from bot.jobs import DailyJob, Run, cohort_days, per_teacher
@@ -31,7 +32,6 @@ from bot.radar import (
     GroupRadar,
     MemberRisk,
     Stage,
-    collector_paused,
     evaluate,
     stage_of,
 )

@@ -126,40 +126,6 @@ def test_group_check_in_rate_is_fmean_to_the_last_bit() -> None:
             assert _mean_of_thirds(counts) == statistics.fmean(k / 3 for k in counts)
 
 
-def test_collector_paused_during_a_pass_and_restored_after() -> None:
-    import gc
-
-    from bot.radar import collector_paused
-
-    assert gc.isenabled()
-    with collector_paused():
-        assert not gc.isenabled()
-        with collector_paused():  # a pass nested in another (the digest's radar)
-            assert not gc.isenabled()
-        assert not gc.isenabled()
-    assert gc.isenabled()
-    try:
-        with collector_paused():
-            raise KeyError("x")
-    except KeyError:
-        pass
-    assert gc.isenabled()
-
-    @collector_paused()
-    def during() -> bool:
-        return gc.isenabled()
-
-    assert during() is False
-    assert gc.isenabled()
-    gc.disable()
-    try:
-        with collector_paused():
-            pass
-        assert not gc.isenabled()  # left as the caller had it
-    finally:
-        gc.enable()
-
-
 def test_placeholder_values_follow_the_group_day_and_teacher() -> None:
     """values_for keeps what a group shares on a day once; each group, day and teacher still
     gets its own values."""
