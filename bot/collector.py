@@ -35,7 +35,7 @@ def collector_paused() -> Iterator[None]:
 def frozen_and_paused() -> Iterator[None]:
     """:func:`collector_paused`, with the objects the process already had moved out of the
     collector's sight (``gc.freeze``), for a pass that calls :func:`collect_pass_garbage` itself
-    between its batches.
+    every so many batches.
 
     Freezing changes only when garbage is found, never what: the frozen objects go back to the
     collector afterwards.
@@ -49,6 +49,6 @@ def frozen_and_paused() -> Iterator[None]:
 
 
 def collect_pass_garbage() -> None:
-    """Collect the cycles a batch left (a failed batch's traceback, say), once per batch: the
-    walk then covers only the objects made since the freeze that are still alive."""
+    """Collect the cycles a pass's batches left (a failed batch's traceback, say): the walk
+    covers only the objects made since the freeze that are still alive."""
     gc.collect()

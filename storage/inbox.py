@@ -61,16 +61,9 @@ def store_new(
     first: dict[tuple[str, str], int] = {}
     for i, item in enumerate(items):
         first.setdefault((item.namespace, item.event_key), i)
+    done = now if processed else None
     rows = [
-        {
-            "door": items[i].door,
-            "namespace": ns,
-            "event_key": key,
-            "payload": items[i].payload,
-            "received_at": now,
-            "processed_at": now if processed else None,
-            "error": error,
-        }
+        (items[i].door, ns, key, items[i].payload, now, done, error)
         for (ns, key), i in first.items()
     ]
     inserted = _STORE.returning(session, rows)
@@ -90,6 +83,7 @@ def _store_statement(session: Session) -> Any:
 _STORE = BulkStatement(
     _store_statement,
     ("door", "namespace", "event_key", "payload", "received_at", "processed_at", "error"),
+    placed=True,
 )
 
 

@@ -9,9 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from bot import importer
 from bot.app import App
 from bot.collector import collect_pass_garbage, collector_paused, frozen_and_paused
 from bot.importer import import_file
+from tests.builders import archive_text, jsonl, local
+from tests.conftest import GROUP_A
 
 
 def test_collector_paused_during_a_pass_and_restored_after() -> None:
@@ -71,3 +74,20 @@ async def test_an_import_leaves_the_collector_as_it_found_it(app: App, tmp_path:
         await import_file(app, tmp_path / "missing.jsonl")
     assert gc.isenabled()
     assert gc.get_freeze_count() == 0
+
+
+async def test_an_import_collects_cyclic_garbage_every_so_many_lines(
+    app: App, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    items = [archive_text(GROUP_A, "wmU1", f"第{i}条", local(2026, 11, 2, 20, i)) for i in range(7)]
+    path = tmp_path / "chat.jsonl"
+    path.write_text(jsonl(items), encoding="utf-8")
+    collections: list[bool] = []
+    monkeypatch.setattr(importer, "COLLECT_EVERY", 4)
+    monkeypatch.setattr(
+        importer, "collect_pass_garbage", lambda: collections.append(gc.isenabled())
+    )
+    report = await import_file(app, path, batch_size=2)
+    assert report.imported == 7
+    assert collections == [False]  # after the second batch (4 lines), paused meanwhile
+    assert gc.isenabled()
