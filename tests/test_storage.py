@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from datetime import date, timedelta
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -15,7 +17,7 @@ from bot.config import Settings
 from bot.maintenance import purge_old_text
 from bot.updates import Update
 from storage import activity, inbox, messages, roster
-from storage.db import Database
+from storage.db import SQLITE_PAGE_BYTES, Database
 from storage.dialect import JSON_LIST_FROM, one_of
 from storage.inbox import Incoming, RawEvent
 from tests.builders import archive_text, exploding_router, local, pair
@@ -42,6 +44,25 @@ def test_migrations_apply_once_and_again(database_url: str) -> None:
         assert db.has_schema()
     finally:
         db.dispose()
+
+
+def test_a_new_sqlite_file_gets_larger_pages_and_an_old_one_keeps_its_own(
+    tmp_path: Path,
+) -> None:
+    with sqlite3.connect(tmp_path / "old.db") as made_before:
+        made_before.execute("CREATE TABLE kept (x INTEGER)")
+    pages: dict[str, tuple[int, str]] = {}
+    for name in ("new.db", "old.db"):
+        db = Database(f"sqlite:///{tmp_path / name}")
+        try:
+            db.upgrade()
+            with db.engine.connect() as conn:
+                size = conn.exec_driver_sql("PRAGMA page_size").scalar_one()
+                mode = conn.exec_driver_sql("PRAGMA journal_mode").scalar_one()
+            pages[name] = (size, mode)
+        finally:
+            db.dispose()
+    assert pages == {"new.db": (SQLITE_PAGE_BYTES, "wal"), "old.db": (4096, "wal")}
 
 
 def test_inbox_stores_each_key_once(app: App) -> None:
