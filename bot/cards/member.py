@@ -113,5 +113,18 @@ def card_for(ctx: Context, kind: str, fields: Mapping[str, object]) -> bytes | N
     try:
         return member_card(ctx.session, ctx.settings, cohort, str(fields["member_id"]), today)
     except FontNotFoundError as exc:
-        log.warning("card for %s not drawn (%s): %s", fields.get("member_id"), kind, exc)
+        # Once per process and reason as a warning: without a font every card fails alike.
+        first = str(exc) not in _FONT_PROBLEMS_TOLD
+        _FONT_PROBLEMS_TOLD.add(str(exc))
+        log.log(
+            logging.WARNING if first else logging.DEBUG,
+            "card for %s not drawn (%s): %s",
+            fields.get("member_id"),
+            kind,
+            exc,
+        )
         return None
+
+
+#: The font problems :func:`card_for` has warned about in this process.
+_FONT_PROBLEMS_TOLD: set[str] = set()
