@@ -23,6 +23,7 @@ from sqlalchemy import Index, UniqueConstraint, func, select, update
 from sqlalchemy.orm import Session, aliased
 from sqlmodel import Field, SQLModel, col
 
+from storage.bulk import BulkStatement
 from storage.dialect import insert_for
 from storage.types import UTCDateTime
 
@@ -69,36 +70,58 @@ class NewRow:
     bucket: str
 
 
-def enqueue(session: Session, rows: Sequence[NewRow], now: datetime) -> int:
-    """Insert rows whose key is new (ON CONFLICT (key) DO NOTHING); return how many were new."""
-    if not rows:
-        return 0
+def _enqueue_statement(session: Session) -> Any:
     table = OutboxRow.__table__  # type: ignore[attr-defined]
-    stmt = (
+    return (
         insert_for(session, OutboxRow)
         .on_conflict_do_nothing(index_elements=["key"])
         .returning(table.c.id)
     )
+
+
+# Prepared once (see storage.bulk): every reply, nudge and digest part is queued through it, in
+# the transaction of what caused it (a command's answer costs one row, not an ORM round).
+_ENQUEUE = BulkStatement(
+    _enqueue_statement,
+    (
+        "key",
+        "channel",
+        "target",
+        "kind",
+        "payload",
+        "bucket",
+        "status",
+        "attempts",
+        "version",
+        "next_attempt_at",
+        "created_at",
+    ),
+    placed=True,
+)
+
+
+def enqueue(session: Session, rows: Sequence[NewRow], now: datetime) -> int:
+    """Insert rows whose key is new (ON CONFLICT (key) DO NOTHING); return how many were new."""
+    if not rows:
+        return 0
+    session.flush()  # pending ORM changes first, as a statement run through the session would
     values = [
-        {
-            "key": r.key,
-            "channel": r.channel,
-            "target": r.target,
-            "kind": r.kind,
-            "payload": json.dumps(r.payload, ensure_ascii=False),
-            "bucket": r.bucket,
-            "status": PENDING,
-            "attempts": 0,
-            "version": 0,
-            "next_attempt_at": now,
-            "created_at": now,
-        }
+        (
+            r.key,
+            r.channel,
+            r.target,
+            r.kind,
+            json.dumps(r.payload, ensure_ascii=False),
+            r.bucket,
+            PENDING,
+            0,
+            0,
+            now,
+            now,
+        )
         for r in rows
     ]
-    new = 0
-    for value in values:  # one by one: RETURNING with executemany is not portable
-        new += len(session.execute(stmt, value).all())
-    return new
+    return len(_ENQUEUE.returning(session, values))
 
 
 def due(session: Session, now: datetime, limit: int) -> list[OutboxRow]:
