@@ -2,18 +2,23 @@
 
 Prints rows queued per second (the handler-side cost: INSERTs in one transaction) and messages
 delivered per second (claim, HTTP call, mark sent), on a fresh SQLite file, or on PostgreSQL with
-``--database-url``. Usage: ``.venv/bin/python bench/outbox_delivery.py [--messages 2000]``.
+``--database-url`` (in a fresh schema, dropped afterwards: the message keys are the same every
+run). Usage: ``.venv/bin/python bench/outbox_delivery.py [--messages 2000]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.import_throughput import fresh_schema
 from bot.app import App
 from bot.clock import ManualClock
 from bot.config import parse_settings
@@ -63,9 +68,12 @@ def main() -> None:
     parser.add_argument("--members", type=int, default=200)
     parser.add_argument("--database-url", default="")
     args = parser.parse_args()
+    if args.database_url:
+        with fresh_schema(args.database_url) as url:
+            asyncio.run(run(args.messages, args.members, url))
+        return
     with tempfile.TemporaryDirectory() as tmp:
-        url = args.database_url or f"sqlite:///{Path(tmp) / 'bench.db'}"
-        asyncio.run(run(args.messages, args.members, url))
+        asyncio.run(run(args.messages, args.members, f"sqlite:///{Path(tmp) / 'bench.db'}"))
 
 
 if __name__ == "__main__":
