@@ -7,9 +7,9 @@ the OS page cache (a couple of microseconds), where a SQLite commit costs an INS
 page writes and lock calls, and a future for each callback to wait on. Both are durable in the
 same sense: a process that dies (``kill -9`` included) loses nothing that was answered, and a
 power loss may lose the last moments, exactly as SQLite's WAL with ``synchronous=NORMAL`` (see
-:mod:`storage.db`). The journal lives next to the database file
-(``<db>.inbox/``), on the same disk, so it shares the database's fate. It is used for SQLite
-files only: a PostgreSQL deployment may run on machines whose local disk does not outlive them.
+:mod:`storage.db`). The journal lives next to the database file (``<db>.inbox/``), on the same
+disk, so it shares the database's fate. It is used for SQLite files only: a PostgreSQL
+deployment may run on machines whose local disk does not outlive them.
 
 Segments and ownership: a serving process appends to a segment of its own, created with a unique
 name and held under an exclusive ``flock`` for as long as the process writes to it. A segment is

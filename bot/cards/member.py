@@ -104,6 +104,10 @@ def member_card(
     return render_member_card(session, settings, cohort, member_id, today).png
 
 
+#: The font problems :func:`card_for` has warned about in this process.
+_FONT_PROBLEMS_TOLD: set[str] = set()
+
+
 def card_for(ctx: Context, kind: str, fields: Mapping[str, object]) -> bytes | None:
     """The pipeline's :data:`bot.context.CardRenderer`: the member's current card, or None (text
     only) when no CJK font is installed. ``kind`` ("progress", "milestone") does not change the
@@ -124,7 +128,3 @@ def card_for(ctx: Context, kind: str, fields: Mapping[str, object]) -> bytes | N
             exc,
         )
         return None
-
-
-#: The font problems :func:`card_for` has warned about in this process.
-_FONT_PROBLEMS_TOLD: set[str] = set()

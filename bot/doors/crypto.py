@@ -93,14 +93,14 @@ def parse_xml(data: str | bytes) -> dict[str, Any]:
     parses its envelope and its payload before the answer).
     """
     if isinstance(data, str):
-        refuse_dtd(data)
+        _refuse_dtd(data)
         fast = _plain_shape(data) if data.startswith("<xml>") else None
         if fast is not None:
             return fast
         raw = data.encode("utf-8")
     else:
         raw = data
-        refuse_dtd(raw)
+        _refuse_dtd(raw)
         if raw.startswith(b"<xml>"):
             try:
                 fast = _plain_shape(raw.decode("utf-8"))
@@ -118,7 +118,7 @@ def parse_xml(data: str | bytes) -> dict[str, Any]:
     return tree if isinstance(tree, dict) else {}
 
 
-def refuse_dtd(document: str | bytes) -> None:
+def _refuse_dtd(document: str | bytes) -> None:
     """:func:`parse_xml`'s first check: 400 for a DTD or entity declaration anywhere in
     ``document`` (a text, or its UTF-8: the two patterns find the same)."""
     found = _DTD_TEXT.search(document) if isinstance(document, str) else _DTD.search(document)
