@@ -7,7 +7,7 @@ from datetime import time
 
 from bot.clock import Clock, SystemClock
 from bot.config import Settings
-from bot.context import CardRenderer
+from bot.context import CardMaker
 from bot.dispatcher import Dispatcher
 from bot.doors import aibot, archive, robot
 from bot.doors import app as app_door
@@ -106,13 +106,13 @@ class App:
     clock: Clock = field(default_factory=SystemClock)
     sender: Sender = field(default_factory=RecordingSender)
     dispatcher: Dispatcher = field(default_factory=build_dispatcher)
-    card_renderer: CardRenderer | None = None  # evidence card images (issue 7); None: text only
+    card_maker: CardMaker | None = None  # evidence cards (issue 7); None: text only
 
     def __post_init__(self) -> None:
         self.pipeline = Pipeline(
             self.settings, self.clock, self.db, self.dispatcher, self.sender, payload_parsers()
         )
-        self.pipeline.card_renderer = self.card_renderer
+        self.pipeline.card_maker = self.card_maker
         self.pipeline.rewards = points.ledger_rewards  # intros and game answers pay points
 
     @classmethod
@@ -121,7 +121,7 @@ class App:
         settings: Settings,
         clock: Clock | None = None,
         sender: Sender | None = None,
-        card_renderer: CardRenderer | None = None,
+        card_maker: CardMaker | None = None,
     ) -> App:
         """Connect to the configured database, migrate it, and mirror the config into it."""
         db = Database(settings.database_url)
@@ -133,7 +133,7 @@ class App:
             db=db,
             clock=clock or SystemClock(),
             sender=sender or RecordingSender(),
-            card_renderer=card_renderer,
+            card_maker=card_maker,
         )
 
     def close(self) -> None:

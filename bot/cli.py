@@ -136,9 +136,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = _settings(args)
     clock = SystemClock()
     # Everything handlers send goes through the persistent outbox; the server delivers it.
-    app = App.open(
-        settings, clock=clock, sender=OutboxSender(settings, clock), card_renderer=card_for
-    )
+    app = App.open(settings, clock=clock, sender=OutboxSender(settings, clock), card_maker=card_for)
     host = args.host or settings.server.host
     port = settings.server.port if args.port is None else args.port
     try:

@@ -15,10 +15,11 @@ from bot.outbound import Outbound, Sender
 from storage.messages import Message
 from storage.uow import UnitOfWork
 
-#: Renders an evidence card image (SPEC §9) for ``(ctx, kind, fields)``, e.g. ``(ctx,
-#: "milestone", {"member_id": ..., "cohort_id": ..., "days": 7, ...})``: PNG bytes, or None to
+#: Makes an evidence card (SPEC §9) for ``(ctx, kind, fields)``, e.g. ``(ctx, "milestone",
+#: {"member_id": ..., "cohort_id": ..., "days": 7, ...})``: the card's numbers as JSON, sent as
+#: ``Outbound(kind=Kind.IMAGE, card=...)`` and drawn at delivery, off the event loop; or None to
 #: send text only. The real one is :func:`bot.cards.member.card_for`.
-CardRenderer = Callable[["Context", str, Mapping[str, object]], bytes | None]
+CardMaker = Callable[["Context", str, Mapping[str, object]], Mapping[str, object] | None]
 
 
 @dataclass
@@ -66,7 +67,7 @@ class Context:
         if self.cohort is not None:
             await self.rewards(self, self.cohort.id, member_id, rule, key)
 
-    card_renderer: CardRenderer | None = None  # issue 7 plugs the card images in here
+    card_maker: CardMaker | None = None  # issue 7 plugs the evidence cards in here
 
     @property
     def session(self) -> Session:

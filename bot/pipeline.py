@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from bot.clock import Clock, learning_day
 from bot.config import Settings
-from bot.context import CardRenderer, Context, Rewards, no_rewards
+from bot.context import CardMaker, Context, Rewards, no_rewards
 from bot.dispatcher import Dispatcher
 from bot.outbound import Sender
 from bot.updates import Update
@@ -54,7 +54,7 @@ class Pipeline:
         self.sender = sender
         self.parsers = dict(parsers or {})
         self.rewards: Rewards = no_rewards  # the points ledger replaces it (see bot.context)
-        self.card_renderer: CardRenderer | None = None
+        self.card_maker: CardMaker | None = None
 
     def context(self, uow: UnitOfWork, update: Update | None = None) -> Context:
         ctx = Context(
@@ -63,7 +63,7 @@ class Pipeline:
             uow=uow,
             sender=self.sender,
             rewards=self.rewards,
-            card_renderer=self.card_renderer,
+            card_maker=self.card_maker,
         )
         if update is not None and update.chat_id:
             group = self.settings.group(update.chat_id)

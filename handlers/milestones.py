@@ -5,7 +5,7 @@
 per milestone: the badge's unique constraint decides, so a redelivered message or a second
 replica finds the badge taken and does nothing.
 
-The evidence card image (SPEC §9, issue 7) plugs in through ``ctx.card_renderer``; without one the
+The evidence card image (SPEC §9, issue 7) plugs in through ``ctx.card_maker``; without one the
 congratulation is text only.
 """
 
@@ -87,17 +87,17 @@ async def _celebrate(
     await ctx.send(
         Outbound(channel=Channel.GROUP, to=chat_id, text=text, mentions=(member_id,), key=key)
     )
-    if ctx.card_renderer is not None:
-        image = ctx.card_renderer(
+    if ctx.card_maker is not None:
+        card = ctx.card_maker(
             ctx, "milestone", {**fields, "member_id": member_id, "cohort_id": cohort.id}
         )
-        if image:
+        if card:
             await ctx.send(
                 Outbound(
                     channel=Channel.GROUP,
                     to=chat_id,
                     kind=Kind.IMAGE,
-                    image=image,
+                    card=card,
                     key=f"{key}:card",
                 )
             )

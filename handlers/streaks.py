@@ -157,7 +157,7 @@ async def makeup(update: Update, ctx: Context, call: Call) -> None:
 
 @commands.command("我的", "me", usage="我的", summary="查看我的学习进度")
 async def my_progress(update: Update, ctx: Context, call: Call) -> None:
-    """Progress as text; the card image (issue 7) will come through ``ctx.card_renderer``."""
+    """Progress as text, then the card (issue 7) when ``ctx.card_maker`` is set."""
     member = update.sender_id
     cohort = cohort_of_member(ctx, member)
     if cohort is None:
@@ -191,8 +191,8 @@ async def my_progress(update: Update, ctx: Context, call: Call) -> None:
         streak_rules_text(ctx, cohort, member, today),
     ]
     await reply(update, ctx, "\n".join(lines))
-    if ctx.card_renderer is not None:
-        image = ctx.card_renderer(
+    if ctx.card_maker is not None:
+        card = ctx.card_maker(
             ctx,
             "progress",
             {
@@ -204,13 +204,13 @@ async def my_progress(update: Update, ctx: Context, call: Call) -> None:
                 "badges": [b.milestone for b in badges],
             },
         )
-        if image:
+        if card:
             await ctx.send(
                 Outbound(
                     channel=Channel.REPLY,
                     to=update.chat_id or member,
                     kind=Kind.IMAGE,
-                    image=image,
+                    card=card,
                     key=f"progress-card:{update.door.namespace}:{update.message_id}",
                 )
             )

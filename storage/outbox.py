@@ -48,7 +48,7 @@ class OutboxRow(SQLModel, table=True):
     channel: str  # Outbound.channel: group / private / reply
     target: str  # chat id or member id
     kind: str  # text / markdown / image
-    payload: str  # JSON: {"text", "mentions", "image_b64"}
+    payload: str  # JSON: {"text", "mentions", "image_b64" or "card"}
     bucket: str  # rate-limit and ordering bucket (a robot, a member, a chat)
     status: str = PENDING
     attempts: int = 0

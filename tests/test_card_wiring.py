@@ -1,5 +1,6 @@
-"""The real card renderer wired into the pipeline (SPEC §5, §9): a milestone congratulation is
-followed by the learner's card as an image, and ``我的`` answers with the card too."""
+"""The real card maker wired into the pipeline (SPEC §5, §9): a milestone congratulation is
+followed by the learner's card, and ``我的`` answers with the card too. The card is queued as its
+numbers and drawn only when it is delivered (``card_png``), never while the update is processed."""
 
 from __future__ import annotations
 
@@ -8,45 +9,79 @@ import logging
 import pytest
 
 from bot.app import App
-from bot.cards import member
+from bot.cards import member, render
 from bot.cards.fonts import FontNotFoundError
-from bot.cards.member import card_for
-from bot.cards.render import MAX_BYTES
+from bot.cards.member import card_for, card_png
+from bot.cards.render import MAX_BYTES, CardData, RenderedCard
 from bot.outbound import Channel, Kind
 from tests.builders import local
-from tests.cardfont import cjk_font_or_skip
+from tests.cardfont import cjk_font_or_skip, sample_card
 from tests.chat import bot, say, sent
 from tests.conftest import GROUP_A
 
 __all__ = ["bot"]
 
 
-async def test_milestone_and_progress_send_the_real_card(bot: App) -> None:
+async def test_milestone_and_progress_send_the_real_card(
+    bot: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
     cjk_font_or_skip()
-    bot.pipeline.card_renderer = card_for
+    drawn: list[CardData] = []
+    draw = render._draw
+
+    def counted(data: CardData, font: object) -> RenderedCard:
+        drawn.append(data)
+        return draw(data, font)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(render, "_draw", counted)
+    bot.pipeline.card_maker = card_for
     for d in range(2, 9):  # seven daily check-ins: the 7-day milestone
         await say(bot, "wmKid", f"#打卡 第{d - 1}天", local(2026, 11, d, 9), msgid=f"k{d}")
     images = [m for m in sent(bot) if m.kind is Kind.IMAGE]
     assert [(m.channel, m.to, m.key) for m in images] == [
         (Channel.GROUP, GROUP_A, "milestone:c1:wmKid:7:card")
     ]
-    png = images[0].image
-    assert png is not None and png.startswith(b"\x89PNG") and len(png) < MAX_BYTES
+    card = images[0].card
+    assert card is not None and images[0].image is None
+    assert (card["streak"], card["total_checkins"], card["milestone_day"]) == (7, 7, 7)
+    assert drawn == []  # processing the check-ins drew nothing
+    png = card_png(card, bot.settings)
+    assert png.startswith(b"\x89PNG") and len(png) < MAX_BYTES
+    assert [d.streak for d in drawn] == [7]
     await say(bot, "wmKid", "/我的", local(2026, 11, 8, 20), msgid="mine")
     mine = [m for m in sent(bot) if m.kind is Kind.IMAGE and m.channel is Channel.REPLY]
-    assert len(mine) == 1
-    assert mine[0].image is not None and mine[0].image.startswith(b"\x89PNG")
+    assert len(mine) == 1 and mine[0].card is not None
+    assert card_png(mine[0].card, bot.settings).startswith(b"\x89PNG")
+
+
+def test_a_card_round_trips_through_json_and_bad_ones_are_named() -> None:
+    data = sample_card(day=local(2026, 11, 8, 9).date(), next_milestone_day=None)
+    as_json = data.to_json()
+    assert as_json["day"] == "2026-11-08" and as_json["next_milestone_day"] is None
+    assert CardData.from_json(as_json) == data
+    without_optional = {k: v for k, v in as_json.items() if k != "milestone_day"}
+    assert CardData.from_json(without_optional).milestone_day is None
+    for broken, problem in [
+        ({**as_json, "day": "11/08"}, "field 'day' is not a YYYY-MM-DD date"),
+        ({**as_json, "streak": "7"}, "field 'streak' is not a whole number"),
+        ({**as_json, "points": True}, "field 'points' is not a whole number"),
+        ({**as_json, "name": None}, "field 'name' is not text"),
+        ({k: v for k, v in as_json.items() if k != "course"}, "missing field 'course'"),
+        ({**as_json, "colour": "red"}, "unknown field 'colour'"),
+    ]:
+        with pytest.raises(ValueError, match=problem):
+            CardData.from_json(broken)
 
 
 async def test_without_a_font_cards_are_skipped_with_one_warning(
     bot: App, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    def no_font(*_args: object) -> bytes:
+    def no_font(*_args: object) -> object:
         raise FontNotFoundError("no CJK font found for cards (test)")
 
-    monkeypatch.setattr(member, "member_card", no_font)
+    monkeypatch.setattr(member, "card_font", no_font)
     monkeypatch.setattr(member, "_FONT_PROBLEMS_TOLD", set())
-    bot.pipeline.card_renderer = card_for
+    bot.pipeline.card_maker = card_for
     with caplog.at_level(logging.DEBUG, logger="bot.cards.member"):
         for n in range(3):
             await say(bot, "wmKid", "/我的", local(2026, 11, 8, 20, n), msgid=f"mine{n}")

@@ -18,7 +18,7 @@ from bot.cli import main
 from bot.config import DEFAULT_CARD_SLOGAN
 from scripts_library import mentor
 from tests.builders import archive_text, local, pair
-from tests.cardfont import cjk_font_or_skip
+from tests.cardfont import cjk_font_or_skip, sample_card
 from tests.conftest import GROUP_A, GROUP_B
 
 SAMPLE_NAMES = (
@@ -38,42 +38,13 @@ def font() -> fonts.CardFont:
     return cjk_font_or_skip()
 
 
-def sample(**changes: object) -> CardData:
-    data = CardData(
-        name="小鱼",
-        course="Python 21天入门训练营",
-        day=date(2026, 11, 9),
-        cohort_day=8,
-        cohort_length=21,
-        streak=7,
-        total_checkins=7,
-        reviews_given=3,
-        points=48,
-        mentor_message=mentor.templates()[0].render(
-            {
-                "name": "小鱼",
-                "course": "Python",
-                "day": 8,
-                "streak": 7,
-                "total": 7,
-                "reviews": 3,
-                "points": 48,
-            }
-        ),
-        slogan=DEFAULT_CARD_SLOGAN,
-        milestone_day=7,
-        next_milestone_day=14,
-    )
-    return replace(data, **changes)  # type: ignore[arg-type]
-
-
 def variants() -> list[CardData]:
     """Cards in every state the layout has (milestone or not, before/after the cohort)."""
     return [
-        sample(),
-        sample(milestone_day=None, next_milestone_day=7, streak=0, total_checkins=0),
-        sample(cohort_day=0, milestone_day=21, next_milestone_day=None),
-        sample(cohort_day=30),
+        sample_card(),
+        sample_card(milestone_day=None, next_milestone_day=7, streak=0, total_checkins=0),
+        sample_card(cohort_day=0, milestone_day=21, next_milestone_day=None),
+        sample_card(cohort_day=30),
     ]
 
 
@@ -101,7 +72,7 @@ def test_font_has_a_glyph_for_every_character_cards_can_show(font: fonts.CardFon
 
 
 def test_characters_the_font_lacks_are_left_out_not_drawn_as_tofu(font: fonts.CardFont) -> None:
-    rendered = render_card(sample(name="小鱼\U0010fffd"), font)
+    rendered = render_card(sample_card(name="小鱼\U0010fffd"), font)
     names = [b for b in rendered.texts if b.source == "小鱼\U0010fffd"]
     assert names and names[0].text == "小鱼"
     assert not any("\U0010fffd" in b.text for b in rendered.texts)
@@ -127,7 +98,7 @@ def test_card_is_1080_wide_png_under_2mb(font: fonts.CardFont) -> None:
 
 
 def test_twenty_character_name_and_zero_streak_fit(font: fonts.CardFont) -> None:
-    data = sample(
+    data = sample_card(
         name=LONG_NAME,
         streak=0,
         total_checkins=0,
@@ -150,7 +121,7 @@ def test_twenty_character_name_and_zero_streak_fit(font: fonts.CardFont) -> None
 
 
 def test_mentor_message_is_wrapped_entirely_inside_the_card(font: fonts.CardFont) -> None:
-    data = sample()
+    data = sample_card()
     card = render_card(data, font)
     start = next(i for i, b in enumerate(card.texts) if b.text == "导师寄语") + 1
     body = ""
@@ -279,8 +250,8 @@ def test_cli_without_a_cjk_font_fails_with_a_clear_message(
 
 def test_identical_inputs_draw_identical_cards(font: fonts.CardFont) -> None:
     with (
-        Image.open(io.BytesIO(render_card(sample(), font).png)) as first,
-        Image.open(io.BytesIO(render_card(sample(), font).png)) as second,
+        Image.open(io.BytesIO(render_card(sample_card(), font).png)) as first,
+        Image.open(io.BytesIO(render_card(sample_card(), font).png)) as second,
     ):
         a, b = first.convert("RGB"), second.convert("RGB")
     assert ImageChops.difference(a, b).getbbox() is None

@@ -46,17 +46,17 @@ async def test_a_broken_streak_does_not_reach_the_milestone(bot: App) -> None:
     assert [m for m in sent(bot) if m.channel is Channel.GROUP] == []
 
 
-async def test_the_card_image_seam(bot: App) -> None:
+async def test_the_card_seam(bot: App) -> None:
     seen: list[tuple[str, Mapping[str, object]]] = []
 
-    def renderer(ctx: Context, kind: str, fields: Mapping[str, object]) -> bytes | None:
+    def maker(ctx: Context, kind: str, fields: Mapping[str, object]) -> dict[str, object]:
         seen.append((kind, fields))
-        return b"\x89PNG fake"
+        return {"fake": kind}
 
-    bot.pipeline.card_renderer = renderer
+    bot.pipeline.card_maker = maker
     await _streak(bot, "wmKid", 7)
     images = [m for m in sent(bot) if m.kind is Kind.IMAGE]
-    assert len(images) == 1 and images[0].image == b"\x89PNG fake"
+    assert len(images) == 1 and images[0].card == {"fake": "milestone"}
     assert seen[0][0] == "milestone" and seen[0][1]["days"] == 7
 
 

@@ -7,8 +7,12 @@ limits and token expiry move with the clock the worker reads; nothing sleeps.
 from __future__ import annotations
 
 import asyncio
+import base64
 import copy
+import hashlib
+import json
 import random
+import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -20,15 +24,20 @@ from sqlalchemy.exc import OperationalError
 
 from bot import metrics
 from bot.app import App
+from bot.cards import member
+from bot.cards.fonts import FontNotFoundError
+from bot.cards.render import MAX_BYTES
 from bot.clock import ManualClock
 from bot.config import Settings, parse_settings
 from bot.outbound import Channel, Kind, Outbound
+from bot.wecom import delivery
 from bot.wecom.api import RetryableError, WeComAPI, WeComError
 from bot.wecom.delivery import DeliveryWorker
 from bot.wecom.fake_server import FakeWeCom
 from bot.wecom.sender import OutboxSender, split_bytes
 from storage import outbox, roster
 from storage.db import Database
+from tests.cardfont import cjk_font_or_skip, sample_card
 from tests.conftest import GROUP_A, GROUP_B, base_config
 
 CORP = "wwtestcorp"
@@ -563,3 +572,69 @@ async def test_drain_goes_on_after_another_worker_wins_a_race(
         "s:1": "sent",
         "s:2": "sent",
     }
+
+
+CARD = sample_card().to_json()
+
+
+async def test_a_card_is_queued_as_numbers_and_drawn_at_delivery_off_the_loop(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The row keeps the card's numbers, not its picture; delivery draws it in a worker thread
+    (the loop goes on serving callbacks), then sends it as any image: inline to the robot,
+    uploaded for an app message."""
+    loop_thread = threading.get_ident()
+    drawn: list[tuple[int, dict[str, object]]] = []
+
+    def draw(card: dict[str, object], settings: Settings) -> bytes:
+        drawn.append((threading.get_ident(), card))
+        return PNG + str(card["streak"]).encode()
+
+    monkeypatch.setattr(delivery, "card_png", draw)
+    await h.queue(
+        group("", "card:g", kind=Kind.IMAGE, card=CARD),
+        Outbound(Channel.PRIVATE, "teacher1", "", kind=Kind.IMAGE, card=CARD, key="card:t"),
+    )
+    payloads = {r.key: json.loads(r.payload) for r in h.rows()}
+    assert payloads["card:g"] == {"text": "", "card": CARD}
+    assert max(len(r.payload) for r in h.rows()) < 1024
+    assert drawn == []  # queueing draws nothing
+    assert (await h.worker.deliver_due()).sent == 2
+    assert [card for _, card in drawn] == [CARD, CARD]
+    assert all(thread != loop_thread for thread, _ in drawn)
+    picture = PNG + b"7"
+    (robot,) = h.fake.delivered_to(WEBHOOK)
+    assert base64.b64decode(robot["image"]["base64"]) == picture
+    assert robot["image"]["md5"] == hashlib.md5(picture).hexdigest()
+    assert {m.data for m in h.fake.media.values()} == {picture}
+    assert h.fake.delivered_to(APP_SEND)[0]["msgtype"] == "image"
+
+
+async def test_a_real_card_is_drawn_and_sent_to_the_robot(h: Harness) -> None:
+    cjk_font_or_skip()
+    await h.queue(group("", "card:real", kind=Kind.IMAGE, card=CARD))
+    assert (await h.worker.deliver_due()).sent == 1
+    (robot,) = h.fake.delivered_to(WEBHOOK)
+    png = base64.b64decode(robot["image"]["base64"])
+    assert png.startswith(b"\x89PNG") and len(png) < MAX_BYTES
+
+
+async def test_a_card_that_cannot_be_drawn_fails_its_row_without_a_call(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_font(*_args: object) -> object:
+        raise FontNotFoundError("no CJK font found for cards (test)")
+
+    monkeypatch.setattr(member, "card_font", no_font)
+    no_font_before = metrics.OUTBOX_FAILURES.value(channel="robot", reason="no_font")
+    bad_before = metrics.OUTBOX_FAILURES.value(channel="robot", reason="bad_card")
+    await h.queue(
+        group("", "card:nofont", kind=Kind.IMAGE, card=CARD),
+        group("", "card:bad", kind=Kind.IMAGE, card={**CARD, "streak": "七"}),
+    )
+    report = await h.worker.deliver_due()
+    assert (report.sent, report.failed, report.retried) == (0, 2, 0)
+    assert h.fake.calls(WEBHOOK) == []
+    assert {r.key: r.status for r in h.rows()} == {"card:nofont": "failed", "card:bad": "failed"}
+    assert metrics.OUTBOX_FAILURES.value(channel="robot", reason="no_font") == no_font_before + 1
+    assert metrics.OUTBOX_FAILURES.value(channel="robot", reason="bad_card") == bad_before + 1

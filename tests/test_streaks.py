@@ -156,8 +156,8 @@ def test_reminder_schedule_is_per_cohort_timezone(bot: App) -> None:
 async def test_progress_card_seam(bot: App) -> None:
     from bot.outbound import Kind
 
-    bot.pipeline.card_renderer = lambda ctx, kind, fields: f"{kind}:{fields['day']}".encode()
+    bot.pipeline.card_maker = lambda ctx, kind, fields: {"fake": f"{kind}:{fields['day']}"}
     out = await say(bot, "wmKid", "/我的", local(2026, 11, 3, 10))
     assert out[0].startswith("小明 的学习进度")
     (image,) = [m for m in sent(bot) if m.kind is Kind.IMAGE]
-    assert image.image == b"progress:2"
+    assert image.card == {"fake": "progress:2"} and image.image is None

@@ -9,7 +9,9 @@ returns the PNG together with the boxes of every text it drew, which the tests c
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass, field
+import threading
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
 from datetime import date
 
 from PIL import Image, ImageDraw
@@ -53,6 +55,51 @@ class CardData:
     slogan: str
     milestone_day: int | None = None  # the highest milestone reached, if any
     next_milestone_day: int | None = None
+
+    def to_json(self) -> dict[str, object]:
+        """The fields as JSON values (the day as ``YYYY-MM-DD``): what an outbox row keeps of a
+        card that is drawn when it is sent."""
+        out = asdict(self)
+        out["day"] = self.day.isoformat()
+        return out
+
+    @classmethod
+    def from_json(cls, value: Mapping[str, object]) -> CardData:
+        """The card :meth:`to_json` gave; ``ValueError`` naming the field that is missing or of
+        the wrong type."""
+        known = {f.name for f in fields(cls)}
+        extra = sorted(set(value) - known)
+        if extra:
+            raise ValueError(f"card: unknown field {extra[0]!r}")
+        args: dict[str, object] = {}
+        for f in fields(cls):
+            if f.name not in value:
+                if f.default is None:
+                    args[f.name] = None
+                    continue
+                raise ValueError(f"card: missing field {f.name!r}")
+            args[f.name] = _json_field(f.name, str(f.type), value[f.name])
+        return cls(**args)  # type: ignore[arg-type]
+
+
+def _json_field(name: str, annotation: str, raw: object) -> object:
+    """One :class:`CardData` field from JSON, checked against its annotation."""
+    if annotation == "date":
+        if isinstance(raw, str):
+            try:
+                return date.fromisoformat(raw)
+            except ValueError:
+                pass
+        raise ValueError(f"card: field {name!r} is not a YYYY-MM-DD date")
+    if annotation == "str":
+        if isinstance(raw, str):
+            return raw
+        raise ValueError(f"card: field {name!r} is not text")
+    if raw is None and annotation.endswith("| None"):
+        return None
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        return raw
+    raise ValueError(f"card: field {name!r} is not a whole number")
 
 
 @dataclass(frozen=True)
@@ -135,8 +182,18 @@ def _fit(
     return size
 
 
+#: One card drawn at a time: a FreeType face (cached per font and size) is not safe to use from
+#: two threads at once, and cards are drawn off the event loop (see :mod:`bot.wecom.delivery`).
+_DRAWING = threading.Lock()
+
+
 def render_card(data: CardData, font: CardFont) -> RenderedCard:
-    """Draw ``data`` as a 1080-pixel-wide PNG (under 2 MB)."""
+    """Draw ``data`` as a 1080-pixel-wide PNG (under 2 MB); safe to call from any thread."""
+    with _DRAWING:
+        return _draw(data, font)
+
+
+def _draw(data: CardData, font: CardFont) -> RenderedCard:
     canvas = _Canvas(font, 2600)
     c = canvas
 

@@ -127,7 +127,7 @@ class World:
                 settings,
                 clock=self.clock,
                 sender=OutboxSender(settings, self.clock),
-                card_renderer=card_for,
+                card_maker=card_for,
             )
             stack.callback(self.bot.close)
             self.api = client_from_settings(settings, self.clock, ENV)

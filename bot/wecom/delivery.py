@@ -12,7 +12,8 @@ queued messages):
 
 Images: the robot webhook carries them inline (base64 and md5, at most 2 MB); app messages, app
 group chats and ``add_msg_template`` tasks upload them first (``media/upload``, at most 10 MB) and
-send the ``media_id``; the AI bot's active push carries text only.
+send the ``media_id``; the AI bot's active push carries text only. A learning-evidence card is
+queued as its numbers and drawn here, in a worker thread, when its row is sent.
 
 Delivery semantics. A row is claimed (compare-and-set, lease ``claim_lease_seconds``) in its own
 short transaction, sent with no transaction open, and marked sent in another short transaction
@@ -52,6 +53,8 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from bot import metrics
+from bot.cards.fonts import FontNotFoundError
+from bot.cards.member import card_png
 from bot.clock import Clock
 from bot.config import GroupSettings, Settings
 from bot.outbound import Channel, Kind
@@ -373,18 +376,21 @@ class DeliveryWorker:
         payload: dict[str, Any] = json.loads(row.payload)
         kind = Kind(row.kind)
         text = str(payload.get("text", ""))
+        if kind is Kind.IMAGE and route.door == "aibot":
+            raise UndeliverableError("images over the AI bot are not supported", "unsupported")
+        image = await self._image(payload) if kind is Kind.IMAGE else b""
         if route.door == "robot":
             key = self.env.get(route.target, "")
             if not key:
                 raise UndeliverableError(
                     f"env var {route.target} (robot key) is not set", "not_configured"
                 )
-            await self.api.webhook_send(key, _robot_body(kind, text, payload))
+            await self.api.webhook_send(key, _robot_body(kind, text, payload, image))
         elif route.door == "appchat":
-            body = await self._app_body(kind, text, payload)
+            body = await self._app_body(kind, text, image)
             await self.api.appchat_send({"chatid": route.target, **body})
         elif route.door == "app":
-            body = await self._app_body(kind, text, payload)
+            body = await self._app_body(kind, text, image)
             await self.api.message_send({"touser": route.target, **body})
         elif route.door == "template":
             task: dict[str, Any] = {
@@ -395,7 +401,7 @@ class DeliveryWorker:
             if text:
                 task["text"] = {"content": text}
             if kind is Kind.IMAGE:
-                media_id = await self._upload_image(payload)
+                media_id = await self._upload_image(image)
                 task["attachments"] = [{"msgtype": "image", "image": {"media_id": media_id}}]
             await self.api.add_msg_template(task)
         elif route.door == "aibot":
@@ -403,26 +409,39 @@ class DeliveryWorker:
                 raise UndeliverableError(
                     "no AI-bot long connection in this process", "not_configured"
                 )
-            if kind is Kind.IMAGE:
-                raise UndeliverableError("images over the AI bot are not supported", "unsupported")
             await self.aibot.push(route.target, "markdown", text)
         else:  # pragma: no cover - routes come from _route
             raise UndeliverableError(f"unknown door {route.door}", "not_configured")
 
-    async def _app_body(self, kind: Kind, text: str, payload: dict[str, Any]) -> dict[str, Any]:
+    async def _app_body(self, kind: Kind, text: str, image: bytes) -> dict[str, Any]:
         """An app message / app group chat body (path/90236, 90248); an image is uploaded
         first and sent by its ``media_id``."""
         if kind is Kind.IMAGE:
-            media_id = await self._upload_image(payload)
+            media_id = await self._upload_image(image)
             return {"msgtype": "image", "image": {"media_id": media_id}}
         if kind is Kind.MARKDOWN:
             return {"msgtype": "markdown", "markdown": {"content": text}}
         return {"msgtype": "text", "text": {"content": text}}
 
-    async def _upload_image(self, payload: dict[str, Any]) -> str:
+    async def _image(self, payload: dict[str, Any]) -> bytes:
+        """A row's image: its PNG, or its card (``payload["card"]``) drawn now, in a worker
+        thread, so the loop goes on answering callbacks for the 0.1 s it takes. Drawn again on
+        a retry: the row keeps the card's numbers, not the 200 KB picture."""
+        card = payload.get("card")
+        if card is None:
+            return base64.b64decode(str(payload.get("image_b64", "")))
+        if not isinstance(card, dict):
+            raise UndeliverableError("card is not a JSON object", "bad_card")
+        try:
+            return await asyncio.to_thread(card_png, card, self.settings)
+        except FontNotFoundError as exc:
+            raise UndeliverableError(f"card not drawn: {exc}", "no_font") from None
+        except ValueError as exc:
+            raise UndeliverableError(f"card not drawn: {exc}", "bad_card") from None
+
+    async def _upload_image(self, data: bytes) -> str:
         """Upload a row's image as temporary media (``media/upload``), once per attempt: a
         media_id lives three days, longer than any retry of the row."""
-        data = base64.b64decode(str(payload.get("image_b64", "")))
         if len(data) > UPLOAD_IMAGE_LIMIT:
             raise UndeliverableError(f"image of {len(data)} bytes is over 10 MB", "too_large")
         return await self.api.media_upload(data, "card.png")
@@ -460,14 +479,14 @@ class DeliveryWorker:
         return Route("aibot", group.aibot_chat_id or group.chat_id)
 
 
-def _robot_body(kind: Kind, text: str, payload: dict[str, Any]) -> dict[str, Any]:
-    """A robot webhook message (path/91770)."""
+def _robot_body(kind: Kind, text: str, payload: dict[str, Any], image: bytes) -> dict[str, Any]:
+    """A robot webhook message (path/91770); ``image`` is the PNG of an image row."""
     if kind is Kind.IMAGE:
-        data = base64.b64decode(str(payload.get("image_b64", "")))
-        if len(data) > IMAGE_LIMIT:
-            raise UndeliverableError(f"image of {len(data)} bytes is over 2 MB", "too_large")
-        md5 = hashlib.md5(data).hexdigest()  # WeCom's checksum
-        return {"msgtype": "image", "image": {"base64": payload["image_b64"], "md5": md5}}
+        if len(image) > IMAGE_LIMIT:
+            raise UndeliverableError(f"image of {len(image)} bytes is over 2 MB", "too_large")
+        md5 = hashlib.md5(image).hexdigest()  # WeCom's checksum
+        encoded = base64.b64encode(image).decode("ascii")
+        return {"msgtype": "image", "image": {"base64": encoded, "md5": md5}}
     if kind is Kind.MARKDOWN:
         return {"msgtype": "markdown", "markdown": {"content": text}}
     body: dict[str, Any] = {"content": text}

@@ -105,7 +105,7 @@ class OutboxSender:
         key = message.key or f"anon:{uuid.uuid4().hex}"
         bucket = bucket_of(self.settings, message)
         if message.kind is Kind.IMAGE:
-            image = base64.b64encode(message.image or b"").decode("ascii")
+            image = base64.b64encode(message.image).decode("ascii") if message.image else ""
             texts = [""]
         else:
             image = ""
@@ -117,6 +117,8 @@ class OutboxSender:
                 payload["mentions"] = list(message.mentions)
             if image:
                 payload["image_b64"] = image
+            if message.card is not None:
+                payload["card"] = dict(message.card)  # drawn at delivery (bot.wecom.delivery)
             rows.append(
                 outbox.NewRow(
                     key=key if len(texts) == 1 else f"{key}#{i}",
