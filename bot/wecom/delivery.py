@@ -376,21 +376,19 @@ class DeliveryWorker:
         payload: dict[str, Any] = json.loads(row.payload)
         kind = Kind(row.kind)
         text = str(payload.get("text", ""))
-        if kind is Kind.IMAGE and route.door == "aibot":
-            raise UndeliverableError("images over the AI bot are not supported", "unsupported")
-        image = await self._image(payload) if kind is Kind.IMAGE else b""
         if route.door == "robot":
             key = self.env.get(route.target, "")
             if not key:
                 raise UndeliverableError(
                     f"env var {route.target} (robot key) is not set", "not_configured"
                 )
+            image = await self._image(payload) if kind is Kind.IMAGE else b""
             await self.api.webhook_send(key, _robot_body(kind, text, payload, image))
         elif route.door == "appchat":
-            body = await self._app_body(kind, text, image)
+            body = await self._app_body(kind, text, payload)
             await self.api.appchat_send({"chatid": route.target, **body})
         elif route.door == "app":
-            body = await self._app_body(kind, text, image)
+            body = await self._app_body(kind, text, payload)
             await self.api.message_send({"touser": route.target, **body})
         elif route.door == "template":
             task: dict[str, Any] = {
@@ -401,7 +399,7 @@ class DeliveryWorker:
             if text:
                 task["text"] = {"content": text}
             if kind is Kind.IMAGE:
-                media_id = await self._upload_image(image)
+                media_id = await self._upload_image(payload)
                 task["attachments"] = [{"msgtype": "image", "image": {"media_id": media_id}}]
             await self.api.add_msg_template(task)
         elif route.door == "aibot":
@@ -409,15 +407,17 @@ class DeliveryWorker:
                 raise UndeliverableError(
                     "no AI-bot long connection in this process", "not_configured"
                 )
+            if kind is Kind.IMAGE:
+                raise UndeliverableError("images over the AI bot are not supported", "unsupported")
             await self.aibot.push(route.target, "markdown", text)
         else:  # pragma: no cover - routes come from _route
             raise UndeliverableError(f"unknown door {route.door}", "not_configured")
 
-    async def _app_body(self, kind: Kind, text: str, image: bytes) -> dict[str, Any]:
+    async def _app_body(self, kind: Kind, text: str, payload: dict[str, Any]) -> dict[str, Any]:
         """An app message / app group chat body (path/90236, 90248); an image is uploaded
         first and sent by its ``media_id``."""
         if kind is Kind.IMAGE:
-            media_id = await self._upload_image(image)
+            media_id = await self._upload_image(payload)
             return {"msgtype": "image", "image": {"media_id": media_id}}
         if kind is Kind.MARKDOWN:
             return {"msgtype": "markdown", "markdown": {"content": text}}
@@ -439,9 +439,10 @@ class DeliveryWorker:
         except ValueError as exc:
             raise UndeliverableError(f"card not drawn: {exc}", "bad_card") from None
 
-    async def _upload_image(self, data: bytes) -> str:
+    async def _upload_image(self, payload: dict[str, Any]) -> str:
         """Upload a row's image as temporary media (``media/upload``), once per attempt: a
         media_id lives three days, longer than any retry of the row."""
+        data = await self._image(payload)
         if len(data) > UPLOAD_IMAGE_LIMIT:
             raise UndeliverableError(f"image of {len(data)} bytes is over 10 MB", "too_large")
         return await self.api.media_upload(data, "card.png")
