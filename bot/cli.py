@@ -59,12 +59,15 @@ def cmd_db_purge(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from bot.importer import import_file
+    from bot import importer
 
     settings = _settings(args)
     app = App.open(settings)
+    progress = importer.progress_printer(
+        lambda line: print(line, file=sys.stderr, flush=True), importer.PROGRESS_EVERY
+    )
     try:
-        report = asyncio.run(import_file(app, args.file))
+        report = asyncio.run(importer.import_file(app, args.file, progress=progress))
     except OSError as exc:
         print(f"无法读取 {args.file}：{exc.strerror}", file=sys.stderr)
         return 1

@@ -6,7 +6,7 @@ same file twice changes nothing (the inbox drops every message it already has).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -26,6 +26,8 @@ BATCH = 5000
 #: Lines between two collections of cyclic garbage (see :func:`import_file`). A batch leaves
 #: next to none, and each collection walks the batch being parsed (about 10 ms).
 COLLECT_EVERY = 50_000
+#: Lines between two progress lines of ``cohortbot import`` (see :func:`progress_printer`).
+PROGRESS_EVERY = 50_000
 
 
 @dataclass
@@ -42,6 +44,28 @@ class ImportReport:
             f"{self.lines} 行：导入 {self.imported}，重复 {self.duplicates}，跳过 {self.skipped}，"
             f"格式错误 {len(self.errors)}，处理失败 {self.failed}"
         )
+
+
+#: Told after every committed batch, with the report so far (lines counts what has been read,
+#: which runs a batch ahead of what has been committed).
+Progress = Callable[[ImportReport], None]
+
+
+def progress_printer(write: Callable[[str], None], every: int = PROGRESS_EVERY) -> Progress:
+    """A :data:`Progress` that writes one line each time another ``every`` lines are read, so a
+    long import is not silent (a million lines take minutes)."""
+    told = [0]
+
+    def tell(report: ImportReport) -> None:
+        if report.lines // every > told[0]:
+            told[0] = report.lines // every
+            done = report.imported + report.duplicates + report.failed
+            write(
+                f"已读 {report.lines} 行，已处理 {done} 条：导入 {report.imported}，"
+                f"重复 {report.duplicates}"
+            )
+
+    return tell
 
 
 def _read(path: Path, report: ImportReport) -> Iterator[tuple[Update, str]]:
@@ -69,17 +93,20 @@ def _read(path: Path, report: ImportReport) -> Iterator[tuple[Update, str]]:
             yield update, line
 
 
-async def import_file(app: App, path: str | Path, batch_size: int = BATCH) -> ImportReport:
-    """Import every good line of ``path``; raises only for an unreadable file, not bad lines."""
+async def import_file(
+    app: App, path: str | Path, batch_size: int = BATCH, progress: Progress | None = None
+) -> ImportReport:
+    """Import every good line of ``path``; raises only for an unreadable file, not bad lines.
+    ``progress`` is told after every committed batch."""
     # An import allocates millions of short-lived objects and keeps a batch or two alive: the
     # collector, left to itself, walked the live batch again and again (5-7% of an import) and,
     # without the freeze, every long-lived object of the process too (a quarter of an import).
     # It runs every COLLECT_EVERY lines instead.
     with frozen_and_paused():
-        return await _import(app, Path(path), batch_size)
+        return await _import(app, Path(path), batch_size, progress)
 
 
-async def _import(app: App, path: Path, batch_size: int) -> ImportReport:
+async def _import(app: App, path: Path, batch_size: int, progress: Progress | None) -> ImportReport:
     report = ImportReport()
     lines = _read(path, report)
     batch = list(islice(lines, batch_size))
@@ -103,6 +130,8 @@ async def _import(app: App, path: Path, batch_size: int) -> ImportReport:
         report.failed += result.failed
         if unreadable:
             raise unreadable[0]
+        if progress is not None:
+            progress(report)
         uncollected += len(batch)
         if uncollected >= COLLECT_EVERY:
             collect_pass_garbage()

@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from bot import importer
 from bot.app import App
-from bot.importer import import_file
+from bot.cli import main
+from bot.importer import ImportReport, import_file, progress_printer
 from storage import activity, checkins
 from storage.inbox import RawEvent
 from tests.builders import archive_recall, archive_text, exploding_router, jsonl, local, pair
@@ -84,6 +86,48 @@ async def test_importing_twice_changes_nothing(app: App, tmp_path: Path) -> None
     second = await import_file(app, path, batch_size=3)
     assert (first.imported, second.imported, second.duplicates) == (5, 0, 5)
     assert snapshot() == before
+
+
+async def test_progress_is_told_after_each_committed_batch(app: App, tmp_path: Path) -> None:
+    items = [archive_text(GROUP_A, "wmU1", f"第{i}条", local(2026, 11, 2, 9, i)) for i in range(5)]
+    path = tmp_path / "chat.jsonl"
+    path.write_text(jsonl(items), encoding="utf-8")
+    told: list[tuple[int, int]] = []
+    report = await import_file(
+        app, path, batch_size=2, progress=lambda r: told.append((r.imported, r.lines))
+    )
+    assert [imported for imported, _lines in told] == [2, 4, 5]  # one call per batch
+    assert told[-1] == (5, 5) == (report.imported, report.lines)
+
+
+def test_progress_printer_writes_a_line_per_step_of_lines() -> None:
+    written: list[str] = []
+    tell = progress_printer(written.append, every=10)
+    for lines, imported, duplicates in [(4, 2, 0), (12, 6, 2), (16, 10, 4), (25, 15, 5)]:
+        tell(ImportReport(lines=lines, imported=imported, duplicates=duplicates))
+    assert written == [
+        "已读 12 行，已处理 8 条：导入 6，重复 2",
+        "已读 25 行，已处理 20 条：导入 15，重复 5",
+    ]
+
+
+def test_cli_import_tells_progress_on_stderr(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(importer, "PROGRESS_EVERY", 5)
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'[database]\nurl = "sqlite:///{tmp_path / "cli.db"}"\n\n'
+        '[[cohorts]]\nid = "c1"\ncourse = "Python"\nstart_date = "2026-11-02"\n'
+        f'length_days = 21\n[[cohorts.groups]]\nchat_id = "{GROUP_A}"\n',
+        encoding="utf-8",
+    )
+    chat = tmp_path / "chat.jsonl"
+    chat.write_text("\n".join(sample_lines()) + "\n", encoding="utf-8")
+    assert main(["--config", str(config), "import", str(chat)]) == 1  # it has bad lines
+    out, err = capsys.readouterr()
+    assert "已读 11 行，已处理 2 条：导入 2，重复 0" in err.splitlines()
+    assert "11 行：导入 2" in out
 
 
 async def test_non_utf8_file_is_reported_not_crashed(app: App, tmp_path: Path) -> None:
