@@ -9,8 +9,6 @@ redemptions and offers to approve. Markdown, split on line boundaries to fit WeC
 
 from __future__ import annotations
 
-import gc
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, time, timedelta
@@ -35,6 +33,7 @@ from bot.radar import (
     evaluate,
     stage_of,
 )
+from handlers import keywords
 from handlers.nudges import (
     choose,
     first_usable,
@@ -112,7 +111,8 @@ def milestones_by_chat(
 def hot_topics(
     session: Session, chat_ids: Sequence[str], day: date, k: int = 6
 ) -> dict[str, list[str]]:
-    """Top jieba TF-IDF keywords of each group's messages on ``day`` (text still retained)."""
+    """Top TF-IDF keywords (:mod:`handlers.keywords`) of each group's messages on ``day``
+    (text still retained)."""
     rows = session.execute(
         select(col(Message.chat_id), col(Message.text)).where(
             one_of(session, col(Message.chat_id), chat_ids),
@@ -128,25 +128,10 @@ def hot_topics(
     if not texts:
         return {}
     out: dict[str, list[str]] = {}
-    extract = _extract_tags()
     for chat_id, items in texts.items():
-        words = extract("\n".join(items), topK=k * 3)
+        words = keywords.extract("\n".join(items), k * 3)
         out[chat_id] = [w for w in words if len(w) > 1 and not w.isdigit() and "打卡" not in w][:k]
     return out
-
-
-def _extract_tags() -> Any:
-    """jieba's TF-IDF keyword extractor, imported on first use (the dictionary takes a moment).
-
-    jieba.analyse leaves its IDF file open at import; the file is closed here, with the
-    ResourceWarning silenced, instead of at some later garbage collection.
-    """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ResourceWarning)
-        import jieba.analyse
-
-        gc.collect()
-    return jieba.analyse.extract_tags
 
 
 def _pct(x: float) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 import unicodedata
-import warnings
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from bot.dispatcher import Router, in_cohort_group
 from bot.jobs import DailyJob, JobFn, Run, cohort_days, per_group, quiet_hours, quiet_now
 from bot.outbound import Channel, Outbound
 from bot.updates import Event, Update
+from handlers import keywords
 from handlers.commands import Call, CommandSet, Role, UsageError, reply
 from handlers.text import strip_leading_mentions
 from storage import rhythm as store
@@ -146,18 +146,8 @@ _NOISE = re.compile(r"https?://\S+|www\.\S+|@\S+|\[[^\[\]\s]{1,6}\]")
 
 
 @cache
-def _extractor() -> Any:
-    # jieba 0.42 reads its IDF and stop-word files with open(...).read() and never closes them
-    # (its import builds a default extractor too); the ResourceWarning is jieba's, not ours.
-    # Imported on first use: loading its dictionary takes a second.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ResourceWarning)
-        import jieba.analyse
-
-        extractor = jieba.analyse.TFIDF()
-        extractor.set_stop_words(str(words.STOPWORDS_PATH))
-        extractor.extract_tags("预热", topK=1)  # loads the dictionary now, inside this block
-    return extractor
+def _stop_words() -> frozenset[str]:
+    return keywords.JIEBA_STOP_WORDS | words.stopwords()
 
 
 def top_keywords(texts: Sequence[str], k: int = RECAP_KEYWORDS) -> list[str]:
@@ -165,10 +155,8 @@ def top_keywords(texts: Sequence[str], k: int = RECAP_KEYWORDS) -> list[str]:
     joined = "\n".join(_NOISE.sub(" ", t) for t in texts if t)
     if not joined.strip():
         return []
-    stop = words.stopwords()
-    tags = _extractor().extract_tags(joined, topK=k * 3)
-    out = [str(w) for w in tags if str(w) not in stop and not str(w).isdigit() and len(str(w)) > 1]
-    return out[:k]
+    tags = keywords.extract(joined, k * 3, _stop_words())
+    return [w for w in tags if not w.isdigit()][:k]
 
 
 def most_replied(messages: Sequence[Message], k: int = RECAP_HIGHLIGHTS) -> list[tuple[str, int]]:
