@@ -61,6 +61,10 @@ def test_a_card_round_trips_through_json_and_bad_ones_are_named() -> None:
     assert CardData.from_json(as_json) == data
     without_optional = {k: v for k, v in as_json.items() if k != "milestone_day"}
     assert CardData.from_json(without_optional).milestone_day is None
+    # A card queued before a field with a default existed is drawn with the default.
+    older = {k: v for k, v in as_json.items() if k != "milestone_basis"}
+    assert CardData.from_json({**as_json, "milestone_basis": "total"}).milestone_basis == "total"
+    assert CardData.from_json(older).milestone_basis == "streak"
     for broken, problem in [
         ({**as_json, "day": "11/08"}, "field 'day' is not a YYYY-MM-DD date"),
         ({**as_json, "streak": "7"}, "field 'streak' is not a whole number"),

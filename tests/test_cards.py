@@ -90,6 +90,18 @@ def check_layout(card: RenderedCard) -> None:
         assert box.text == box.source, box
 
 
+def test_the_milestone_hint_counts_as_milestones_count(font: fonts.CardFont) -> None:
+    # 17 days in a row, 19 in all: the 21-day milestone is 4 days of streak away when
+    # milestones count streaks (the default), 2 days away when they count days in all.
+    common = {"streak": 17, "total_checkins": 19, "milestone_day": 14, "next_milestone_day": 21}
+    by_streak = render_card(sample_card(**common), font)
+    assert "再连续打卡 4 天，解锁「21天里程碑」" in [b.source for b in by_streak.texts]
+    by_total = render_card(sample_card(**common, milestone_basis="total"), font)
+    assert "再打卡 2 天，解锁「21天里程碑」" in [b.source for b in by_total.texts]
+    done = render_card(sample_card(milestone_day=28, next_milestone_day=None), font)
+    assert "所有里程碑都已达成，了不起！" in [b.source for b in done.texts]
+
+
 def test_card_is_1080_wide_png_under_2mb(font: fonts.CardFont) -> None:
     for data in variants():
         card = render_card(data, font)
@@ -172,6 +184,7 @@ async def test_member_card_reads_storage(app: App, font: fonts.CardFont) -> None
     # Points come from the ledger: 7 check-ins x 2 plus the 7-day milestone bonus of 10.
     assert (data.streak, data.total_checkins, data.reviews_given, data.points) == (7, 7, 3, 24)
     assert (data.milestone_day, data.next_milestone_day) == (7, 14)
+    assert data.milestone_basis == app.settings.streaks.milestone_basis == "streak"
     assert data.slogan == DEFAULT_CARD_SLOGAN
     assert mentor.MIN_CHARS <= len(data.mentor_message) <= mentor.MAX_CHARS
     assert png.startswith(b"\x89PNG") and len(png) < MAX_BYTES

@@ -82,6 +82,7 @@ def card_data(
         slogan=slogan_of(settings, cohort),
         milestone_day=reached,
         next_milestone_day=upcoming,
+        milestone_basis=settings.streaks.milestone_basis,
     )
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import threading
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from datetime import date
 
 from PIL import Image, ImageDraw
@@ -55,6 +55,9 @@ class CardData:
     slogan: str
     milestone_day: int | None = None  # the highest milestone reached, if any
     next_milestone_day: int | None = None
+    #: What a milestone counts (``[streaks] milestone_basis``): "streak" (consecutive days) or
+    #: "total" (check-in days in all); the hint under the badge counts the same.
+    milestone_basis: str = "streak"
 
     def to_json(self) -> dict[str, object]:
         """The fields as JSON values (the day as ``YYYY-MM-DD``): what an outbox row keeps of a
@@ -74,12 +77,19 @@ class CardData:
         args: dict[str, object] = {}
         for f in fields(cls):
             if f.name not in value:
-                if f.default is None:
-                    args[f.name] = None
-                    continue
-                raise ValueError(f"card: missing field {f.name!r}")
+                if f.default is MISSING:
+                    raise ValueError(f"card: missing field {f.name!r}")
+                args[f.name] = f.default  # a card queued before the field existed
+                continue
             args[f.name] = _json_field(f.name, str(f.type), value[f.name])
         return cls(**args)  # type: ignore[arg-type]
+
+
+def _milestone_hint(data: CardData, upcoming: int) -> str:
+    """How far the next milestone is, counted as milestones count (a streak, or days in all)."""
+    if data.milestone_basis == "total":
+        return f"再打卡 {max(upcoming - data.total_checkins, 0)} 天，解锁「{upcoming}天里程碑」"
+    return f"再连续打卡 {max(upcoming - data.streak, 0)} 天，解锁「{upcoming}天里程碑」"
 
 
 def _json_field(name: str, annotation: str, raw: object) -> object:
@@ -278,8 +288,7 @@ def _draw(data: CardData, font: CardFont) -> RenderedCard:
         (text_left, cy - 50), headline, _fit(c, headline, 40, 28, text_width, True), INK, bold=True
     )
     if data.next_milestone_day:
-        left_days = max(data.next_milestone_day - data.total_checkins, 0)
-        hint = f"再打卡 {left_days} 天，解锁「{data.next_milestone_day}天里程碑」"
+        hint = _milestone_hint(data, data.next_milestone_day)
     else:
         hint = "所有里程碑都已达成，了不起！"
     c.text((text_left, cy + 20), hint, _fit(c, hint, 32, 22, text_width, False), MUTED)
