@@ -15,7 +15,8 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # Cards need a CJK font (SPEC §9). When none is found and we run as root with apt-get, install
-# Debian's fonts-wqy-microhei; otherwise the card tests skip with one line (CI requires them).
+# Debian's fonts-wqy-microhei; otherwise the demo draws no card and the card tests skip, each
+# with one line (CI requires them).
 cjk-font: $(STAMP)
 	@$(PY) -c 'from bot.cards.fonts import find_font; find_font()' 2>/dev/null || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -23,12 +24,12 @@ cjk-font: $(STAMP)
 	    export DEBIAN_FRONTEND=noninteractive; \
 	    apt-get install -y -qq fonts-wqy-microhei >/dev/null 2>&1 || \
 	      { apt-get update -qq >/dev/null && apt-get install -y -qq fonts-wqy-microhei >/dev/null; }; \
-	  else echo "no CJK font found: card tests will skip (apt-get install fonts-wqy-microhei)"; fi; }
+	  else echo "no CJK font found: no cards, card tests skip (apt-get install fonts-wqy-microhei)"; fi; }
 
 test: $(STAMP) cjk-font
 	$(PY) -m pytest -q
 
-demo: $(STAMP)
+demo: $(STAMP) cjk-font
 	$(VENV)/bin/cohortbot demo
 
 lint: $(STAMP)
