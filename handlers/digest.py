@@ -330,7 +330,10 @@ def render_group(
         )
         lines.append(
             "成功率（按阶段）："
-            + "；".join(f"{_stage_label(k)} {_rate(*v)}" for k, v in sorted(by_stage.items()))
+            + "；".join(
+                f"{_stage_label(k)} {_rate(*v)}"
+                for k, v in sorted(by_stage.items(), key=lambda kv: _stage_order(kv[0]))
+            )
         )
     redemptions = prefetched.redemptions.get(radar.chat_id, [])
     lines.append(f"### 待处理兑换（{len(redemptions)}）")
@@ -365,6 +368,12 @@ def prefetch(
         milestones_by_chat(session, cohort, [g.chat_id for g in radars], day),
         pending_redemptions_by_chat(session, cohort),
     )
+
+
+def _stage_order(code: str) -> tuple[int, str]:
+    """Stages in course order (新人期 first); a code that is no stage after them."""
+    order = list(Stage._value2member_map_)
+    return (order.index(code), "") if code in order else (len(order), code)
 
 
 def _stage_label(code: str) -> str:

@@ -13,7 +13,7 @@ from sqlalchemy import update
 from bot.app import App
 from bot.clock import ManualClock
 from bot.outbound import Channel, Kind, Outbound, RecordingSender
-from bot.radar import Signal, evaluate
+from bot.radar import STAGE_LABELS, Signal, Stage, evaluate
 from handlers.digest import group_digests, teacher_digest_job
 from handlers.nudges import may_send_at, next_nudge_due, nudge_job, nudge_send_job
 from storage import nudges as nudge_store
@@ -225,6 +225,11 @@ async def test_digest_lists_exactly_the_flagged(app: App) -> None:
     assert nudged and offered
     for line in nudged + offered:
         assert any(f" {name} · " in line for name in PEOPLE.values()), line
+    # Success rates by stage, in course order (not the codes' alphabetical order).
+    by_stage = next(x for x in lines if x.startswith("成功率（按阶段）："))
+    labels = [part.split(" ")[0] for part in by_stage.split("：", 1)[1].split("；")]
+    course = [STAGE_LABELS[s] for s in Stage]
+    assert len(labels) >= 2 and labels == sorted(labels, key=course.index), by_stage
     # A persisting digest saves the states it computed (while it renders), in its unit of work.
     later = day + timedelta(days=1)
     async with app.db.unit_of_work() as uow:
