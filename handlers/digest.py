@@ -125,13 +125,7 @@ def hot_topics(
     for chat_id, text in rows:
         if text:
             texts.setdefault(chat_id, []).append(text)
-    if not texts:
-        return {}
-    out: dict[str, list[str]] = {}
-    for chat_id, items in texts.items():
-        words = keywords.extract("\n".join(items), k * 3)
-        out[chat_id] = [w for w in words if len(w) > 1 and not w.isdigit() and "打卡" not in w][:k]
-    return out
+    return {chat_id: keywords.topics(items, k) for chat_id, items in texts.items()}
 
 
 def _pct(x: float) -> str:

@@ -1,5 +1,9 @@
 """TF-IDF keywords of a text: the digest's hot topics and the discussion recap (SPEC §10, §11).
 
+:func:`topics` is what both show: the words of a group's messages, without chat stop words
+(``scripts_library/rhythm/stopwords.txt``), links, @-mentions, emoji codes, numbers and the
+check-in boilerplate every 打卡 message repeats (打卡, Day3, 第3天).
+
 The ranking is jieba's ``TFIDF.extract_tags`` (jieba 0.42), on jieba's tokenizer and jieba's
 IDF table, without importing ``jieba.analyse``. That import loads ``jieba.posseg``'s tagging
 tables for its TextRank extractor, which nothing here uses, and every ``TFIDF()`` reads its own
@@ -12,11 +16,14 @@ read in 0.18 s instead of 0.59 s.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Sequence
 from functools import cache
 from pathlib import Path
 
 import jieba
+
+from scripts_library import rhythm as words
 
 #: jieba's own stop words (``KeywordExtractor.STOP_WORDS``), which its default extractor uses.
 JIEBA_STOP_WORDS = frozenset(
@@ -78,3 +85,24 @@ def extract(
     for word in freq:
         freq[word] *= table[word] / total
     return sorted(freq, key=freq.__getitem__, reverse=True)[:top]
+
+
+#: Removed from messages before they are tokenized: links, @-mentions, emoji codes like [微笑].
+_NOISE = re.compile(r"https?://\S+|www\.\S+|@\S+|\[[^\[\]\s]{1,6}\]")
+#: Tokens that only number a day or a check-in: 12, Day3, D3, Day (of "Day 3"), 第3天.
+_COUNTING = re.compile(r"(?i)day|(?:day|d)?\d+|第\d+天")
+
+
+@cache
+def chat_stop_words() -> frozenset[str]:
+    """jieba's stop words and the chat stop words of ``scripts_library/rhythm/stopwords.txt``."""
+    return JIEBA_STOP_WORDS | words.stopwords()
+
+
+def topics(texts: Sequence[str], top: int) -> list[str]:
+    """The ``top`` words that characterize a group's messages, best first."""
+    joined = "\n".join(_NOISE.sub(" ", t) for t in texts if t)
+    if not joined.strip():
+        return []
+    found = extract(joined, top * 3, chat_stop_words())
+    return [w for w in found if "打卡" not in w and not _COUNTING.fullmatch(w)][:top]

@@ -8,13 +8,11 @@ in :data:`commands`. Everything asks ``ctx.clock`` for now; nothing is posted in
 
 from __future__ import annotations
 
-import re
 import unicodedata
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from functools import cache
 from typing import Any
 from weakref import WeakKeyDictionary
 
@@ -142,21 +140,10 @@ def is_correct(text: str, answers: Sequence[str]) -> bool:
 
 # --- recap keywords -----------------------------------------------------------------------
 
-_NOISE = re.compile(r"https?://\S+|www\.\S+|@\S+|\[[^\[\]\s]{1,6}\]")
-
-
-@cache
-def _stop_words() -> frozenset[str]:
-    return keywords.JIEBA_STOP_WORDS | words.stopwords()
-
 
 def top_keywords(texts: Sequence[str], k: int = RECAP_KEYWORDS) -> list[str]:
-    """The ``k`` most characteristic words of a discussion (jieba TF-IDF, stop words removed)."""
-    joined = "\n".join(_NOISE.sub(" ", t) for t in texts if t)
-    if not joined.strip():
-        return []
-    tags = keywords.extract(joined, k * 3, _stop_words())
-    return [w for w in tags if not w.isdigit()][:k]
+    """The ``k`` most characteristic words of a discussion (:func:`handlers.keywords.topics`)."""
+    return keywords.topics(texts, k)
 
 
 def most_replied(messages: Sequence[Message], k: int = RECAP_HIGHLIGHTS) -> list[tuple[str, int]]:

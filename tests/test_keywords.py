@@ -9,7 +9,7 @@ import warnings
 import pytest
 
 from handlers import keywords
-from handlers.keywords import JIEBA_STOP_WORDS, Idf, extract
+from handlers.keywords import JIEBA_STOP_WORDS, Idf, extract, topics
 
 TEXTS = [
     # a day of a group, as the digest joins it
@@ -98,3 +98,22 @@ def test_keywords_do_not_load_jieba_analyse() -> None:
     loaded = done.stdout.strip()
     assert "jieba.analyse" not in loaded and "jieba.posseg" not in loaded, loaded
     assert "'jieba'" in loaded
+
+
+def test_topics_leave_out_check_in_boilerplate_links_mentions_and_chat_words() -> None:
+    texts = [
+        "#打卡 Day3 今天学了列表推导式，第3天打卡",
+        "列表推导式 https://example.com/page @小鱼 [微笑]",
+        "装饰器 装饰器 123 D3 day12 第12天",
+        "#打卡 Day4 字典",
+        "Day 5 打卡",
+    ]
+    raw = extract("\n".join(texts), 30)
+    # Without the filters these would be among the words: the test shows they are left out.
+    noise = {"打卡", "Day3", "Day4", "Day", "D3", "day12", "123", "今天", "example", "小鱼", "微笑"}
+    assert noise <= set(raw)
+    found = topics(texts, 8)
+    assert found[:3] == ["推导", "列表", "装饰"] and "字典" in found
+    assert not noise & set(found)
+    assert topics(["https://example.com", "@小鱼", ""], 5) == []
+    assert topics(texts, 2) == found[:2]
