@@ -142,6 +142,10 @@ async def makeup(update: Update, ctx: Context, call: Call) -> None:
             created_at=ctx.clock.now(),
         ),
     )
+    if chat_id:
+        # The day's counters count it like any check-in, so the radar, the digest and the
+        # report see the streak the learner sees (the rollup's triggers repair a sealed day).
+        ctx.uow.activity.count((chat_id, member, day), checkins=1)
     days = [c.day for c in checkins.of_member(ctx.session, cohort.id, member)]
     streak = checkins.streak_of(days, today)
     await reply(

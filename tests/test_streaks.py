@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from sqlalchemy import select
+from sqlmodel import col
+
 from bot.app import App
 from bot.clock import ManualClock
 from bot.outbound import Channel
+from bot.radar import evaluate
 from handlers.streaks import parse_day, reminder_schedule, streak_reminder_job
 from storage import checkins, roster
+from storage.activity import DailyCounter
 from tests.builders import local
 from tests.chat import bot, make_settings, open_bot, say, sent
 from tests.conftest import GROUP_A
@@ -23,6 +28,32 @@ async def _checkin(bot: App, member: str, day: int, hour: int = 9) -> None:
 def _days(bot: App, member: str) -> list[int]:
     with bot.db.session() as s:
         return [c.day.day for c in checkins.of_member(s, "c1", member)]
+
+
+def _radar_streak(bot: App, member: str, day: int) -> int:
+    with bot.db.session() as session:
+        radar = evaluate(
+            session,
+            bot.settings,
+            bot.settings.cohort("c1"),
+            [GROUP_A],
+            local(2026, 11, day).date(),
+            persist=False,
+        )
+        session.commit()
+    (found,) = [m for m in radar[GROUP_A].members if m.member_id == member]
+    return found.streak
+
+
+def _counted(bot: App, member: str) -> list[int]:
+    with bot.db.session() as session:
+        return list(
+            session.scalars(
+                select(col(DailyCounter.checkins)).where(
+                    col(DailyCounter.chat_id) == GROUP_A, col(DailyCounter.member_id) == member
+                )
+            ).all()
+        )
 
 
 def test_parse_day() -> None:
@@ -40,6 +71,7 @@ async def test_makeup_fills_the_latest_missed_day_and_restores_the_streak(bot: A
     await _checkin(bot, "wmKid", 2)
     await _checkin(bot, "wmKid", 3)
     await _checkin(bot, "wmKid", 5)  # missed the 4th
+    assert _radar_streak(bot, "wmKid", 5) == 1  # seals the radar's rollup of 11-02..11-04
     (out,) = await say(bot, "wmKid", "/补卡", local(2026, 11, 5, 10))
     assert out == "已为你补卡 11-04（补卡已用 1/2 张），当前连续打卡 4 天。"
     assert _days(bot, "wmKid") == [2, 3, 4, 5]
@@ -47,6 +79,10 @@ async def test_makeup_fills_the_latest_missed_day_and_restores_the_streak(bot: A
     assert "补卡：已用 1/2 张（11-04）" in mine
     assert "连续打卡 4 天" in mine
     assert "第 4/21 天" in mine
+    # The radar, the digest and the report read the day's counters: they see the filled day,
+    # also when the radar had already sealed it (before the make-up card, below).
+    assert _radar_streak(bot, "wmKid", 5) == 4
+    assert _counted(bot, "wmKid") == [1, 1, 1, 1]
 
 
 async def test_makeup_with_a_date_and_the_limit(bot: App) -> None:
