@@ -8,7 +8,7 @@ message never pays twice.
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -212,7 +212,9 @@ def streak_rules_text(ctx: Context, cohort: CohortSettings, member_id: str, toda
     """Streak transparency (SPEC §3): which days counted and when the streak breaks, plus the
     make-up cards used."""
     days = [c.day for c in checkins.of_member(ctx.session, cohort.id, member_id)]
-    streak = checkins.streak_of(days, today)
+    end = cohort.end_date
+    # After the last day nothing counts any more: the streak stands as it was when it ended.
+    streak = checkins.streak_of(days, min(today, end + timedelta(days=1)))
     cards = streaks.used(ctx.session, cohort.id, member_id)
     limit = ctx.settings.streaks.makeup_cards
     lines = [f"连续打卡 {streak.current} 天（最长 {streak.longest} 天，累计 {streak.total} 天）"]
@@ -220,7 +222,14 @@ def streak_rules_text(ctx: Context, cohort: CohortSettings, member_id: str, toda
         shown = [d.strftime("%m-%d") for d in streak.run_days[-7:]]
         more = "…、" if len(streak.run_days) > 7 else ""
         lines.append(f"计入连续的日子：{more}{'、'.join(shown)}")
-    if streak.breaks_after is not None:
+    if today < cohort.start_date:
+        start = cohort.start_date.strftime("%m-%d")
+        lines.append(f"训练营 {start} 开营，从那天起打卡计入连续")
+    elif today > end:
+        lines.append(f"训练营已于 {end.strftime('%m-%d')} 结营，打卡记录到此为止")
+    elif today == end and streak.checked_today:
+        lines.append("今天是训练营最后一天，已打卡，连续打卡坚持到了最后！")
+    elif streak.breaks_after is not None:
         when = streak.breaks_after.strftime("%m-%d")
         cut = f"{cohort.day_start_hour:02d}:00"
         if streak.checked_today:

@@ -197,3 +197,21 @@ async def test_progress_card_seam(bot: App) -> None:
     assert out[0].startswith("小明 的学习进度")
     (image,) = [m for m in sent(bot) if m.kind is Kind.IMAGE]
     assert image.card == {"fake": "progress:2"} and image.image is None
+
+
+async def test_streak_rules_before_the_start_on_the_last_day_and_after_the_end(bot: App) -> None:
+    # c1 runs 11-02..11-22: before it no check-in counts, after it the streak stands.
+    (before,) = await say(bot, "wmKid", "/我的", local(2026, 11, 1, 10))
+    assert "训练营 11-02 开营，从那天起打卡计入连续" in before
+    assert "今天打卡就能开始新的连续记录" not in before
+    await _checkin(bot, "wmKid", 21)
+    await _checkin(bot, "wmKid", 22)
+    (last,) = await say(bot, "wmKid", "/我的", local(2026, 11, 22, 10))
+    assert "连续打卡 2 天" in last
+    assert "今天是训练营最后一天，已打卡，连续打卡坚持到了最后！" in last
+    assert "不打卡连续就会中断" not in last
+    for day in (23, 26):
+        (after,) = await say(bot, "wmKid", "/我的", local(2026, 11, day, 10))
+        assert "连续打卡 2 天（最长 2 天，累计 2 天）" in after
+        assert "训练营已于 11-22 结营，打卡记录到此为止" in after
+        assert "还没打卡" not in after
