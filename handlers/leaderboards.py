@@ -22,7 +22,7 @@ from bot.config import CohortSettings
 from bot.context import Context
 from bot.updates import Update
 from handlers.commands import Call, CommandSet, UsageError, reply
-from handlers.points import cohort_of_member, today_of
+from handlers.points import cohort_of_member, effective_cohort, today_of
 from storage import checkins, roster
 from storage import points as ledger
 from storage import reviews as review_store
@@ -63,8 +63,9 @@ def streak_ranking(ctx: Context, cohort: CohortSettings, today: date) -> list[tu
         days.setdefault(member, []).append(day)
         when[(member, day)] = (created, int(cid or 0))
     rows: list[tuple[int, date, datetime, int, str]] = []
+    as_of = cohort.streak_day(today)
     for member, ds in days.items():
-        streak = checkins.streak_of(ds, today)
+        streak = checkins.streak_of(ds, as_of)
         if streak.current <= 0:
             continue
         last = streak.run_days[-1]
@@ -122,6 +123,7 @@ async def show_ranking(update: Update, ctx: Context, call: Call) -> None:
     if cohort is None:
         await reply(update, ctx, "你还不在任何训练营群里哦。")
         return
+    cohort = effective_cohort(ctx, cohort)  # 开营/结营 overrides move where streaks stop
     await reply(
         update, ctx, board_text(ctx, cohort, board, today_of(ctx, cohort), update.sender_id)
     )

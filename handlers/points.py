@@ -8,7 +8,7 @@ message never pays twice.
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date
 from typing import Any
 
 from sqlalchemy import select
@@ -213,8 +213,7 @@ def streak_rules_text(ctx: Context, cohort: CohortSettings, member_id: str, toda
     make-up cards used."""
     days = [c.day for c in checkins.of_member(ctx.session, cohort.id, member_id)]
     end = cohort.end_date
-    # After the last day nothing counts any more: the streak stands as it was when it ended.
-    streak = checkins.streak_of(days, min(today, end + timedelta(days=1)))
+    streak = checkins.streak_of(days, cohort.streak_day(today))
     cards = streaks.used(ctx.session, cohort.id, member_id)
     limit = ctx.settings.streaks.makeup_cards
     lines = [f"连续打卡 {streak.current} 天（最长 {streak.longest} 天，累计 {streak.total} 天）"]

@@ -8,6 +8,7 @@ from sqlalchemy import select
 from sqlmodel import col
 
 from bot.app import App
+from bot.cards.member import card_data
 from bot.clock import ManualClock
 from bot.outbound import Channel
 from bot.radar import evaluate
@@ -215,3 +216,10 @@ async def test_streak_rules_before_the_start_on_the_last_day_and_after_the_end(b
         assert "连续打卡 2 天（最长 2 天，累计 2 天）" in after
         assert "训练营已于 11-22 结营，打卡记录到此为止" in after
         assert "还没打卡" not in after
+        (board,) = await say(bot, "wmKid", "/排行 连续", local(2026, 11, day, 10))
+        assert "1. 小明 2天" in board
+    with bot.db.session() as session:
+        card = card_data(
+            session, bot.settings, bot.settings.cohort("c1"), "wmKid", local(2026, 11, 26).date()
+        )
+    assert (card.streak, card.total_checkins) == (2, 2)

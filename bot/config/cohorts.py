@@ -68,6 +68,11 @@ class CohortSettings:
         """The last learning day of the cohort."""
         return self.start_date + timedelta(days=self.length_days - 1)
 
+    def streak_day(self, today: date) -> date:
+        """The day a streak is measured at: today, or once the cohort is over the day after its
+        last one (check-ins after the end are ordinary messages, so the streak stands)."""
+        return min(today, self.end_date + timedelta(days=1))
+
     def cohort_day(self, day: date) -> int:
         """1 on the first learning day; 0 or less before the start."""
         return (day - self.start_date).days + 1
