@@ -234,10 +234,15 @@ def checkins_today(ctx: Context, chat_id: str, day: date) -> int:
 
 
 async def evening_wrap(ctx: Context, run: Run) -> None:
-    """The day's close, with today's check-in count."""
+    """The day's close, with today's check-in count (a farewell on the cohort's last day)."""
     assert ctx.facts.day is not None and run.chat_id
+    assert ctx.cohort is not None
     count = checkins_today(ctx, run.chat_id, ctx.facts.day)
-    text = words.text("evening", day=_cohort_day(ctx, run), count=count)
+    day = _cohort_day(ctx, run)
+    if day == ctx.cohort.length_days:
+        text = words.text("evening_last", day=day, count=count, course=ctx.cohort.course)
+    else:
+        text = words.text("evening", day=day, count=count)
     await _post(ctx, run.chat_id, text, _run_key(run))
 
 

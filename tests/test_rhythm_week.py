@@ -170,3 +170,26 @@ async def test_restart_in_the_middle_of_the_week_loses_no_job(
     timeline, _, rewards, _ = await live_week(settings, clock, restarts)
     assert timeline == expected_timeline()
     assert len([r for r in rewards.calls if r[2] == rhythm.RULE_QUIZ_FIRST]) == 1
+
+
+async def test_the_last_evening_wrap_says_goodbye_not_see_you_tomorrow(
+    settings: Settings, clock: ManualClock
+) -> None:
+    # c1 runs 21 days (11-02..11-22): day 20's wrap says 明天见, day 21's is the farewell.
+    app, sender = open_app(settings, clock, Rewards())
+    try:
+        jobs = [j for j in build_jobs(app.settings) if j.id.startswith("rhythm.evening")]
+        scheduler = CohortScheduler(app, jobs=[j for j in jobs if j.chat_id == GROUP_A])
+        clock.set(local(2026, 11, 21, 9))
+        await say(app, "wmKid", "#打卡 第20天", clock.now())
+        await scheduler.run_until(clock, local(2026, 11, 22, 9))
+        await say(app, "wmKid", "#打卡 第21天", clock.now())
+        await say(app, "wmAmy", "#打卡 第21天", clock.now())
+        await scheduler.run_until(clock, local(2026, 11, 24, 9))
+    finally:
+        app.close()
+    wraps = [m.text for m in sender.sent if kind_of(m) == "evening"]
+    assert len(wraps) == 2  # nothing after the end
+    assert "第 20 天的学习告一段落" in wraps[0] and "明天见" in wraps[0]
+    assert wraps[1].startswith("🌙 第 21 天，也是《Python 21天入门》的最后一天。")
+    assert "今天群里有 2 位伙伴完成打卡，21 天一路走来" in wraps[1] and "明天见" not in wraps[1]
