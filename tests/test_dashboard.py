@@ -16,6 +16,7 @@ from bot.clock import ManualClock
 from bot.dashboard import build_dashboard, data
 from bot.dashboard.auth import SESSION_COOKIE, password_matches
 from bot.dashboard.web import PUBLIC_ROUTES
+from storage.nudges import Offer
 from tests.conftest import GROUP_A
 from tests.dashboard_helpers import ENV, PASSWORD, TODAY, seed_group, serve
 
@@ -246,6 +247,26 @@ async def test_quiet_list_and_chart_series(app: App, clock: ManualClock) -> None
     assert counts[3] == (4, 2)  # 小鱼, 李同学, 阿杰, the teacher; 小鱼 and 阿杰 checked in
     assert counts[10] == (1, 1)
     assert counts[1] == (0, 0)
+
+
+async def test_open_offers_are_named_as_the_digest_names_them(app: App, clock: ManualClock) -> None:
+    await seed_group(app, clock)
+    with app.db.session() as session:
+        for tier in ("makeup_card", "retired_tier"):  # a tier since removed from the config
+            session.add(
+                Offer(
+                    cohort_id="c1",
+                    chat_id=GROUP_A,
+                    member_id="wmJie",
+                    tier=tier,
+                    level=3,
+                    proposed_at=clock.now(),
+                )
+            )
+        session.commit()
+        offers = data.open_offers(session, app.settings, GROUP_A)
+    assert [o.text.split(" ", 1)[1] for o in offers] == ["额外补卡券", "retired_tier"]
+    assert {o.member_name for o in offers} == {"阿杰"}
 
 
 async def test_repeated_wrong_passwords_are_throttled(url: str, clock: ManualClock) -> None:

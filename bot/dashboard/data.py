@@ -1,12 +1,9 @@
 """What the dashboard pages show, read from storage (read-only).
 
-Three functions are seams other issues replace at merge time:
-
-- :func:`quiet_list`: for now "no message for N days" and "never spoken"; the churn radar
-  (issue 6) replaces it with its risk engine, keeping the row type (its signals fill ``signals``).
-- :func:`pending_redemptions` and :func:`open_offers`: empty until the points ledger (issue 4)
-  and the offers (issue 6) exist.
-- Points come from :func:`bot.cards.member.points_for` (issue 4).
+- :func:`quiet_list`: the churn radar's flagged learners (SPEC §7), evaluated without writing
+  its flag states.
+- :func:`pending_redemptions` and :func:`open_offers`: what waits for a teacher (发放, 批准).
+- Points come from the ledger (:func:`bot.cards.member.points_for`).
 """
 
 from __future__ import annotations
@@ -225,10 +222,11 @@ def open_offers(session: Session, settings: Settings, chat_id: str) -> list[Offe
         return []
     rows = nudge_store.pending_offers(session, [chat_id])
     names = roster.names(session, [o.member_id for o in rows])
+    tiers = {t.id: t.name for t in settings.nudges.offers}  # what the digest calls them
     return [
         Offer(
             member_name=names[o.member_id],
-            text=f"#{o.id} {o.tier}",
+            text=f"#{o.id} {tiers.get(o.tier, o.tier)}",
             sent_on=learning_day(o.proposed_at, cohort.timezone, cohort.day_start_hour),
             status=o.status,
         )
