@@ -1,8 +1,9 @@
 """Mentor messages (导师寄语) for learning-evidence cards: the data file and its renderer.
 
 The words live in ``mentor_messages.toml`` (STYLE habit 10: words are data); this module loads
-them, refuses a template whose placeholders are not the known named fields, and picks one whose
-rendered length is 100-150 characters (seed 001: 导师寄语 100-150字).
+them, refuses a template whose placeholders are not the known named fields, and picks one that
+fits the learner (its ``min_*``/``max_*`` conditions, e.g. ``max_day = 3`` for a first-days
+message) and whose rendered length is 100-150 characters (seed 001: 导师寄语 100-150字).
 """
 
 from __future__ import annotations
@@ -18,7 +19,11 @@ from pathlib import Path
 DATA_FILE = Path(__file__).with_name("mentor_messages.toml")
 
 #: The named fields a mentor message may use.
-PLACEHOLDERS = frozenset({"name", "course", "day", "streak", "total", "reviews", "points"})
+PLACEHOLDERS = frozenset(
+    {"name", "course", "day", "days_left", "streak", "total", "reviews", "points"}
+)
+#: The numbers a template's conditions may bound: ``min_streak = 3``, ``max_day = 3`` ...
+NUMBERS = frozenset({"day", "days_left", "streak", "total", "reviews", "points"})
 MIN_CHARS = 100
 MAX_CHARS = 150
 
@@ -31,10 +36,22 @@ class TemplateError(ValueError):
 class MentorTemplate:
     id: str
     text: str
+    #: ``(number, lowest, highest)`` bounds the learner's values must be within (inclusive).
+    conditions: tuple[tuple[str, int | None, int | None], ...] = ()
 
     @property
     def fields(self) -> frozenset[str]:
         return fields_of(self.text)
+
+    def fits(self, values: Mapping[str, object]) -> bool:
+        """True when every condition holds for ``values`` (a number not given fails)."""
+        for name, low, high in self.conditions:
+            value = values.get(name)
+            if not isinstance(value, int):
+                return False
+            if (low is not None and value < low) or (high is not None and value > high):
+                return False
+        return True
 
     def render(self, values: Mapping[str, object]) -> str:
         """Fill the placeholders; every one must have a value."""
@@ -79,15 +96,38 @@ def parse_templates(
     out: list[MentorTemplate] = []
     seen: set[str] = set()
     for i, item in enumerate(items):
-        if not isinstance(item, dict) or set(item) != {"id", "text"}:
-            raise TemplateError(f"{source}: messages[{i}] needs exactly `id` and `text`")
-        template = MentorTemplate(id=str(item["id"]), text=str(item["text"]))
+        if not isinstance(item, dict) or not {"id", "text"} <= set(item):
+            raise TemplateError(f"{source}: messages[{i}] needs `id` and `text`")
+        template = MentorTemplate(
+            id=str(item["id"]),
+            text=str(item["text"]),
+            conditions=_conditions(item, f"{source}: messages[{i}]"),
+        )
         if template.id in seen:
             raise TemplateError(f"{source}: id {template.id!r} is used twice")
         seen.add(template.id)
         check_template(template)
         out.append(template)
     return out
+
+
+def _conditions(
+    item: Mapping[str, object], where: str
+) -> tuple[tuple[str, int | None, int | None], ...]:
+    bounds: dict[str, list[int | None]] = {}
+    for key, value in item.items():
+        if key in ("id", "text"):
+            continue
+        side, _, name = key.partition("_")
+        if side not in ("min", "max") or name not in NUMBERS:
+            raise TemplateError(
+                f"{where}: unknown key {key!r} (conditions are min_/max_ + one of "
+                f"{sorted(NUMBERS)})"
+            )
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise TemplateError(f"{where}: {key} must be a whole number")
+        bounds.setdefault(name, [None, None])[0 if side == "min" else 1] = value
+    return tuple((name, low, high) for name, (low, high) in sorted(bounds.items()))
 
 
 @cache
@@ -104,18 +144,30 @@ COUNTED = frozenset({"reviews", "streak", "total"})
 def choose(
     values: Mapping[str, object], seed: str, library: Sequence[MentorTemplate] | None = None
 ) -> str:
-    """A mentor message for ``values``, stable for the same ``seed`` (e.g. member and day).
+    """A mentor message for ``values``, stable for the same ``seed`` (e.g. member and day):
+    :func:`choose_template`'s, rendered."""
+    return choose_template(values, seed, library).render(values)
 
-    Only messages whose rendered length is within 100-150 characters are candidates; when none
-    is (an unusually long name or course), the one closest to the range is used. Messages naming
-    a count (reviews, streak, check-ins) that is 0 for this learner are left out.
+
+def choose_template(
+    values: Mapping[str, object], seed: str, library: Sequence[MentorTemplate] | None = None
+) -> MentorTemplate:
+    """The mentor message for ``values``, stable for the same ``seed``.
+
+    Candidates are the messages whose conditions fit the learner (no first-days welcome on day
+    28, no "come back" for a learner on a 17-day streak) and that name no count that is 0 for
+    them ("0条点评" is no praise). Of those, one whose rendered length is within 100-150
+    characters; when none is (an unusually long name or course), the one closest to the range.
     """
     library = templates() if library is None else library
-    # A message that names a count is only for a learner who has some ("0条点评" is no praise).
-    praising = [t for t in library if all(values.get(c) != 0 for c in COUNTED & t.fields)]
-    rendered = [t.render(values) for t in (praising or library)]
-    fitting = [r for r in rendered if MIN_CHARS <= len(r) <= MAX_CHARS]
+    fitting_situation = [
+        t for t in library if t.fits(values) and all(values.get(c) != 0 for c in COUNTED & t.fields)
+    ]
+    candidates = fitting_situation or list(library)
+    lengths = [len(t.render(values)) for t in candidates]
+    fitting = [t for t, n in zip(candidates, lengths, strict=True) if MIN_CHARS <= n <= MAX_CHARS]
     if not fitting:
-        return min(rendered, key=lambda r: max(MIN_CHARS - len(r), len(r) - MAX_CHARS))
+        distance = [max(MIN_CHARS - n, n - MAX_CHARS) for n in lengths]
+        return candidates[distance.index(min(distance))]
     digest = hashlib.sha256(seed.encode("utf-8")).digest()
     return fitting[int.from_bytes(digest[:4], "big") % len(fitting)]

@@ -81,3 +81,47 @@ def test_a_count_of_zero_is_never_praised() -> None:
     assert any("3条点评" in mentor.choose(with_reviews, seed=f"s{i}") for i in range(200))
     # A first-day learner (no check-ins yet) still gets a message, just not a count of zero.
     assert "0天" not in mentor.choose(SHORT, "first")
+
+
+def _ids(values: dict[str, object]) -> set[str]:
+    return {mentor.choose_template(values, seed=f"s{i}").id for i in range(300)}
+
+
+BASE = {"name": "小鱼", "course": "Python 28天实战训练营", "reviews": 0, "points": 80}
+
+
+def test_the_message_fits_where_the_learner_is() -> None:
+    # Day 28 of 28 on a 17-day streak: no first-days welcome, no "come back", no "from today on".
+    last_day = _ids({**BASE, "day": 28, "days_left": 0, "streak": 17, "total": 24})
+    assert last_day and not last_day & {"start", "comeback", "course"}
+    assert {"steady", "milestone", "habit", "sprint"} <= last_day
+    # Day 2 with two check-ins: the first-days welcome, never the final stretch or a milestone.
+    day_two = _ids({**BASE, "day": 2, "days_left": 26, "streak": 2, "total": 2})
+    assert "start" in day_two and not day_two & {"sprint", "milestone", "comeback", "steady"}
+    # Checked in again after a gap: the come-back message is among the candidates.
+    back = _ids({**BASE, "day": 12, "days_left": 16, "streak": 1, "total": 6})
+    assert "comeback" in back and not back & {"steady", "habit", "milestone", "start"}
+
+
+def test_a_learner_with_nothing_yet_gets_the_message_that_names_no_count() -> None:
+    nothing = {**BASE, "day": 10, "days_left": 18, "streak": 0, "total": 0, "points": 0}
+    assert _ids(nothing) == {"anyday"}
+    text = mentor.choose(nothing, "s")
+    assert text.startswith("小鱼，这是《Python 28天实战训练营》的第10天。")
+
+
+def test_conditions_are_checked_when_the_file_is_read() -> None:
+    parsed = mentor.parse_templates(
+        {"messages": [{"id": "a", "text": "{name}", "min_streak": 3, "max_streak": 9}]}
+    )
+    assert parsed[0].conditions == (("streak", 3, 9),)
+    assert parsed[0].fits({"streak": 3}) and not parsed[0].fits({"streak": 10})
+    assert not parsed[0].fits({})  # a number not given fails its condition
+    for bad, error in [
+        ({"min_mood": 1}, "unknown key 'min_mood'"),
+        ({"least_day": 1}, "unknown key 'least_day'"),
+        ({"max_day": "3"}, "max_day must be a whole number"),
+        ({"max_day": True}, "max_day must be a whole number"),
+    ]:
+        with pytest.raises(mentor.TemplateError, match=error):
+            mentor.parse_templates({"messages": [{"id": "b", "text": "{name}", **bad}]})

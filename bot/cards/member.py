@@ -61,6 +61,7 @@ def card_data(
             "name": name,
             "course": cohort.course,
             "day": max(cohort_day, 1),
+            "days_left": max(cohort.length_days - max(cohort_day, 1), 0),
             "streak": streak.current,
             "total": streak.total,
             "reviews": reviews,
