@@ -286,3 +286,31 @@ def test_digest_suggestions_choose_what_suggestion_chooses() -> None:
                 assert suggest(risk, teacher, i) == expected, (risk, day, postcards)
                 checked += expected[0] != "—"
     assert checked > 1000
+
+
+def test_a_learner_who_never_spoke_gets_a_never_spoken_script_in_every_running_stage() -> None:
+    """Late in a cohort, someone who never said a word was suggested the stage's generic script
+    ("回头看看第一天的自己，是不是已经不一样了？"), which presumes they took part."""
+    from bot.radar import Fired, MemberRisk, Signal
+    from handlers.digest import suggestion
+    from tests.conftest import GROUP_A
+
+    cohort = parse_settings(base_config(), env={}).cohort("c1")
+    fired = [Fired(s, "原因") for s in (Signal.SILENCE, Signal.NO_INTRO, Signal.NO_CHECKIN)]
+    chosen = {}
+    for stage, day in [
+        (Stage.NEWCOMER, date(2026, 11, 3)),
+        (Stage.ADVANCING, date(2026, 11, 12)),
+        (Stage.SPRINT, date(2026, 11, 17)),
+        (Stage.CLOSING, date(2026, 11, 21)),
+    ]:
+        risk = MemberRisk(
+            GROUP_A, "wmSilent", "小王", "external", None, stage, 2, fired, 9, 0, True
+        )
+        chosen[stage] = suggestion(None, cohort, risk, day, "李老师", (), 0)[0]  # type: ignore[arg-type]
+    assert chosen == {
+        Stage.NEWCOMER: "never.spoken",
+        Stage.ADVANCING: "never.spoken.late",
+        Stage.SPRINT: "never.spoken.late",
+        Stage.CLOSING: "never.spoken.late",
+    }

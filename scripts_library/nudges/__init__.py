@@ -32,7 +32,7 @@ SCENARIOS: dict[str, tuple[str, ...]] = {
     "checkin_drop": STAGES[1:5],
     "milestone_near": STAGES[1:5],
     "no_intro": STAGES[0:2],
-    "never_spoken": STAGES[0:2],
+    "never_spoken": RUNNING,
     "volume_drop": STAGES[1:5],
     "low_reviews": ("advancing", "sprint"),
     "late_joiner": ("adapting", "advancing", "sprint"),
