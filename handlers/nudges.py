@@ -187,7 +187,10 @@ def scenarios_of(
         out.append("high_risk_care")
     if Signal.IGNORED_NUDGE in s:
         out.append("ignored_nudge")
-    if Signal.NO_INTRO in s:
+    # A missing introduction matters most in the first week; later, for a learner who does
+    # speak, it ranks after their streak, milestone and volume (below).
+    early = stage in (Stage.NEWCOMER, Stage.ADAPTING)
+    if Signal.NO_INTRO in s and (early or Signal.SILENCE in s):
         out.append("never_spoken" if Signal.SILENCE in s else "no_intro")
     if Signal.SILENCE in s:
         stage_specific = {
@@ -210,6 +213,8 @@ def scenarios_of(
         out.append("volume_drop")
     if Signal.LOW_PROGRESS in s:
         out += ["low_progress", "homework_missing"]
+    if Signal.NO_INTRO in s and not early and Signal.SILENCE not in s:
+        out.append("no_intro")
     if holding:
         out.append("after_leave")
     if weekend:

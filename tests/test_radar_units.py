@@ -314,3 +314,34 @@ def test_a_learner_who_never_spoke_gets_a_never_spoken_script_in_every_running_s
         Stage.SPRINT: "never.spoken.late",
         Stage.CLOSING: "never.spoken.late",
     }
+
+
+def test_an_active_learner_without_an_introduction_is_asked_for_one_in_every_running_stage() -> (
+    None
+):
+    """The demo's point farmer (a 28-day streak, only the introduction missing) was suggested a
+    weekend catch-up script ("挑一节之前没看完的内容") on the last day. After the first week the
+    introduction ranks after a milestone within reach."""
+    from bot.radar import Fired, MemberRisk, Signal
+    from handlers.digest import suggestion
+    from tests.conftest import GROUP_A
+
+    cohort = parse_settings(base_config(), env={}).cohort("c1")
+    chosen = {}
+    for stage, day, streak in [
+        (Stage.ADAPTING, date(2026, 11, 6), 5),
+        (Stage.ADVANCING, date(2026, 11, 14), 10),  # a Saturday: the weekend script comes later
+        (Stage.ADVANCING, date(2026, 11, 14), 20),  # the 21-day milestone is a day away
+        (Stage.CLOSING, date(2026, 11, 22), 10),  # a Sunday
+    ]:
+        risk = MemberRisk(
+            GROUP_A, "wmBusy", "小葵", "external", None, stage, 1, [Fired(Signal.NO_INTRO, "原因")],
+            0, streak, True,
+        )  # fmt: skip
+        chosen[stage, streak] = suggestion(None, cohort, risk, day, "李老师", (), 0)[0]  # type: ignore[arg-type]
+    assert chosen == {
+        (Stage.ADAPTING, 5): "intro.missing",
+        (Stage.ADVANCING, 10): "intro.late",
+        (Stage.ADVANCING, 20): "milestone.near",
+        (Stage.CLOSING, 10): "intro.late",
+    }

@@ -31,7 +31,7 @@ SCENARIOS: dict[str, tuple[str, ...]] = {
     "broken_streak": STAGES[1:5],
     "checkin_drop": STAGES[1:5],
     "milestone_near": STAGES[1:5],
-    "no_intro": STAGES[0:2],
+    "no_intro": RUNNING,
     "never_spoken": RUNNING,
     "volume_drop": STAGES[1:5],
     "low_reviews": ("advancing", "sprint"),
