@@ -83,7 +83,9 @@ async def _celebrate(
         "bonus": bonus,
         "course": cohort.course,
     }
-    text = render("milestones", "congratulation", seed=key, **fields)
+    # The last milestone has no "see you at the next one"; no bonus, no "奖励0积分".
+    script = "final" if milestone == max(cohort.milestone_days) else "congratulation"
+    text = render("milestones", script if bonus else f"{script}_no_bonus", seed=key, **fields)
     await ctx.send(
         Outbound(channel=Channel.GROUP, to=chat_id, text=text, mentions=(member_id,), key=key)
     )

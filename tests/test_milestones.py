@@ -14,7 +14,7 @@ from scripts_library.toml_scripts import ScriptError, fields_of, load, render
 from storage import milestones
 from tests.builders import local
 from tests.chat import balance, bot, entries, make_settings, open_bot, say, sent
-from tests.conftest import GROUP_A
+from tests.conftest import GROUP_A, base_config
 
 __all__ = ["bot"]
 
@@ -118,3 +118,26 @@ async def test_the_same_checkin_through_two_doors_pays_and_celebrates_once(bot: 
     await bot.pipeline.ingest([pair(archive_text(GROUP_A, "wmKid", "#打卡 第7天", at))])
     assert len([m for m in sent(bot) if m.channel is Channel.GROUP]) == 1
     assert balance(bot, "wmKid") == 7 * 2 + 10
+
+
+@pytest.mark.parametrize("paid", [False, True], ids=["no-bonus", "bonus-on-the-last"])
+async def test_the_last_milestone_and_one_without_a_bonus_say_so(
+    database_url: str, clock: ManualClock, paid: bool
+) -> None:
+    """Milestones on days 3 and 5 of c1, which the default bonus table (7, 14, 21, 28) does not
+    pay: no "奖励0积分", and the last one has no "see you at the next milestone"."""
+    cohorts = base_config()["cohorts"]
+    cohorts[0]["milestone_days"] = [3, 5]
+    points = {"milestone_bonus": {"5": 40}} if paid else {}
+    app = open_bot(make_settings(database_url, cohorts=cohorts, points=points), clock)
+    try:
+        await _streak(app, "wmKid", 5)
+        texts = [m.text for m in sent(app) if m.channel is Channel.GROUP]
+    finally:
+        app.close()
+    assert len(texts) == 2, texts
+    third, fifth = texts
+    assert "3天" in third and "积分" not in third
+    assert "5天" in fifth and ("本期最高" in fifth or "本期最后" in fifth)
+    assert "下个里程碑" not in fifth
+    assert ("40积分" in fifth) if paid else ("积分" not in fifth)
