@@ -98,11 +98,22 @@ def test_defaults_and_environment_override() -> None:
     assert settings.cohort_of("wrTestGroupB") is cohort
     env = {DATABASE_URL_ENV: "postgresql://u@h/db"}
     assert parse_settings(base_config(), env=env).database_url == "postgresql://u@h/db"
+    # The variable wins over a configured url, which is still read (and still checked).
+    configured = base_config(database={"url": "sqlite:///from/the/file.db"})
+    assert parse_settings(configured, env=env).database_url == "postgresql://u@h/db"
+    assert parse_settings(configured, env={}).database_url == "sqlite:///from/the/file.db"
+    with pytest.raises(ConfigError, match=r"database\.url: expected a string"):
+        parse_settings(base_config(database={"url": 5}), env=env)
 
 
 def test_the_example_config_is_valid() -> None:
     settings = load_settings(ROOT / "config.example.toml", env={})
     assert settings.cohorts[0].groups[0].leaders == ("zhangsan",)
+    # With the database in the environment, as the README suggests (it said "unknown key").
+    env = {DATABASE_URL_ENV: "sqlite:///elsewhere.db"}
+    assert (
+        load_settings(ROOT / "config.example.toml", env=env).database_url == env[DATABASE_URL_ENV]
+    )
 
 
 def test_unreadable_and_invalid_files(tmp_path: Path) -> None:

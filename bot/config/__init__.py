@@ -169,9 +169,8 @@ def parse_settings(
     bot.finish()
 
     db = root.table("database")
-    url = (
-        env.get(DATABASE_URL_ENV) or db.str_("url", "") or f"sqlite:///{data_dir / 'cohortbot.db'}"
-    )
+    configured = db.str_("url", "")  # read even when the environment wins: it is still checked
+    url = env.get(DATABASE_URL_ENV) or configured or f"sqlite:///{data_dir / 'cohortbot.db'}"
     db.finish()
 
     ck = root.table("checkins")
