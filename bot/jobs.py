@@ -36,6 +36,8 @@ class Run:
 
 
 JobFn = Callable[[Context, Run], Awaitable[None]]
+#: A date filter made from a cohort's settings (see :func:`cohort_days`).
+CohortFilter = Callable[[CohortSettings], Callable[[date], bool]]
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,11 @@ class DailyJob:
     """A job that runs at local time ``at`` (in ``tz``) on every local date ``on(date)`` accepts.
 
     ``chat_id`` set: it posts to that group, gets ``ctx.group``/``ctx.cohort``, and waits out the
-    quiet hours. ``quiet=False`` for jobs that never post in groups (private digests)."""
+    quiet hours. ``quiet=False`` for jobs that never post in groups (private digests).
+
+    ``days``, for a job on a cohort's days, is the filter ``on`` was made with: the scheduler
+    makes it again from the cohort's effective dates when a leader has moved them (开营/结营), so
+    the group's rhythm starts, counts its days and stops with the cohort (:meth:`on_for`)."""
 
     id: str
     at: time
@@ -54,18 +60,30 @@ class DailyJob:
     cohort_id: str | None = None
     target: str | None = None
     quiet: bool = True
+    days: CohortFilter | None = None
+
+    def on_for(self, cohort: CohortSettings | None) -> Callable[[date], bool]:
+        """The date filter for ``cohort``'s dates (``on`` without one or without ``days``)."""
+        return self.on if cohort is None or self.days is None else self.days(cohort)
 
     def nominal(self, day: date) -> datetime:
         """The UTC moment of the occurrence on local date ``day``."""
         return datetime.combine(day, self.at, tzinfo=self.tz).astimezone(UTC)
 
-    def occurrences(self, around: datetime, before: int = 8, after: int = 8) -> Iterator[datetime]:
+    def occurrences(
+        self,
+        around: datetime,
+        before: int = 8,
+        after: int = 8,
+        on: Callable[[date], bool] | None = None,
+    ) -> Iterator[datetime]:
         """Nominal moments on local dates from ``before`` days before ``around`` to ``after``
-        days after it, oldest first."""
+        days after it, oldest first (on the dates ``on``, default :attr:`on`, accepts)."""
+        accepts = on or self.on
         local = around.astimezone(self.tz).date()
         for offset in range(-before, after + 1):
             day = local + timedelta(days=offset)
-            if self.on(day):
+            if accepts(day):
                 yield self.nominal(day)
 
 
@@ -80,16 +98,43 @@ def cohort_days(cohort: CohortSettings, *days: int) -> Callable[[date], bool]:
     return on
 
 
+def cohort_job(
+    cohort: CohortSettings,
+    job_id: str,
+    at: time,
+    fn: JobFn,
+    *,
+    chat_id: str | None = None,
+    target: str | None = None,
+    quiet: bool = True,
+    days: CohortFilter = cohort_days,
+) -> DailyJob:
+    """A job on ``cohort``'s days (``days``: all its learning days by default), in its timezone;
+    the scheduler follows the cohort's dates when a leader moves them."""
+    return DailyJob(
+        job_id,
+        at,
+        cohort.timezone,
+        fn,
+        days(cohort),
+        chat_id,
+        cohort.id,
+        target=target,
+        quiet=quiet,
+        days=days,
+    )
+
+
 def per_group(
     settings: Settings,
     name: str,
     at: time,
     fn: JobFn,
-    on: Callable[[CohortSettings], Callable[[date], bool]] = cohort_days,
+    on: CohortFilter = cohort_days,
 ) -> list[DailyJob]:
     """One job per configured group, ``id = f"{name}:{chat_id}"``, on the cohort's days."""
     return [
-        DailyJob(f"{name}:{g.chat_id}", at, c.timezone, fn, on(c), g.chat_id, c.id)
+        cohort_job(c, f"{name}:{g.chat_id}", at, fn, chat_id=g.chat_id, days=on)
         for c in settings.cohorts
         for g in c.groups
     ]
@@ -100,32 +145,17 @@ def per_cohort(
 ) -> list[DailyJob]:
     """One job per cohort on its learning days, ``id = f"{name}:{cohort_id}"`` (not a group post
     unless ``quiet``; the function finds the groups it needs in ``settings``)."""
-    return [
-        DailyJob(f"{name}:{c.id}", at, c.timezone, fn, cohort_days(c), cohort_id=c.id, quiet=quiet)
-        for c in settings.cohorts
-    ]
+    return [cohort_job(c, f"{name}:{c.id}", at, fn, quiet=quiet) for c in settings.cohorts]
 
 
 def per_teacher(settings: Settings, name: str, at: time, fn: JobFn) -> list[DailyJob]:
     """One job per teacher of each cohort, ``id = f"{name}:{cohort_id}:{teacher}"``;
     ``run.target`` is the teacher's user id. Private sends: quiet hours do not apply."""
-    jobs = []
-    for c in settings.cohorts:
-        teachers = sorted({t for g in c.groups for t in g.teachers})
-        for t in teachers:
-            jobs.append(
-                DailyJob(
-                    f"{name}:{c.id}:{t}",
-                    at,
-                    c.timezone,
-                    fn,
-                    cohort_days(c),
-                    cohort_id=c.id,
-                    target=t,
-                    quiet=False,
-                )
-            )
-    return jobs
+    return [
+        cohort_job(c, f"{name}:{c.id}:{t}", at, fn, target=t, quiet=False)
+        for c in settings.cohorts
+        for t in sorted({t for g in c.groups for t in g.teachers})
+    ]
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,9 @@ occurrence) within the misfire grace. Group-posting work due in quiet hours wait
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -29,8 +29,10 @@ from sqlmodel import col
 
 from bot import metrics
 from bot.clock import ManualClock, SystemClock, learning_day
+from bot.config import CohortSettings
 from bot.jobs import DailyJob, JobFn, QuietHours, Run, group_context
-from storage import schedule
+from storage import cohort_dates, schedule
+from storage.uow import UnitOfWork
 
 if TYPE_CHECKING:
     from bot.app import App
@@ -151,12 +153,22 @@ class CohortScheduler:
     def _quiet_now(self, now: datetime, quiet: bool, tz: Any) -> bool:
         return quiet and tz is not None and self.quiet.contains(now, tz)
 
-    def _daily_due(self, job: DailyJob, now: datetime) -> datetime | None:
+    def _moved(self, uow: UnitOfWork) -> dict[str, CohortSettings]:
+        """The cohorts whose dates a leader moved (开营/结营), with the moved dates."""
+        return cohort_dates.overridden(uow.writer, self.settings.cohorts)
+
+    @staticmethod
+    def _on(job: DailyJob, moved: Mapping[str, CohortSettings]) -> Callable[[date], bool]:
+        return job.on_for(moved.get(job.cohort_id)) if job.cohort_id else job.on
+
+    def _daily_due(
+        self, job: DailyJob, now: datetime, on: Callable[[date], bool]
+    ) -> datetime | None:
         """The occurrence of ``job`` to run at ``now`` (the latest one: coalescing), if any."""
         latest = None
         # Only occurrences that can still be within the grace (after a quiet-hours wait of up
         # to a day) matter: the latest older one is dropped anyway.
-        for nominal in job.occurrences(now, before=self.grace.days + 2, after=0):
+        for nominal in job.occurrences(now, before=self.grace.days + 2, after=0, on=on):
             if nominal <= now:
                 latest = nominal
         if latest is None:
@@ -171,10 +183,12 @@ class CohortScheduler:
     async def due(self, now: datetime, only: str | None = None) -> list[_Due]:
         """The runs due at ``now`` that nobody has claimed yet, oldest first."""
         found: list[_Due] = []
+        async with self.app.db.unit_of_work() as uow:
+            moved = self._moved(uow)
         for job in self.jobs:
             if only is not None and job.id != only:
                 continue
-            nominal = self._daily_due(job, now)
+            nominal = self._daily_due(job, now, self._on(job, moved))
             if nominal is not None:
                 run = Run(
                     job.id,
@@ -238,11 +252,12 @@ class CohortScheduler:
             if moment > after and (best is None or moment < best):
                 best = moment
 
-        for job in self.jobs:
-            for nominal in job.occurrences(after, before=1, after=8):
-                consider(self.quiet.postpone(nominal, job.tz) if job.quiet else nominal)
         async with self.app.db.unit_of_work() as uow:
+            moved = self._moved(uow)
             timers = schedule.pending_timers(uow.writer)
+        for job in self.jobs:
+            for nominal in job.occurrences(after, before=1, after=8, on=self._on(job, moved)):
+                consider(self.quiet.postpone(nominal, job.tz) if job.quiet else nominal)
         for timer in timers:
             tz = self._group_tz(timer.chat_id)
             moment = max(timer.due_at, after)
@@ -302,6 +317,8 @@ class CohortScheduler:
                 if ctx.cohort is None and d.run.cohort_id is not None:
                     ctx.cohort = self.settings.cohort(d.run.cohort_id)
                 if ctx.cohort is not None:
+                    # Day numbers and the last day follow 开营/结营, as in the pipeline.
+                    ctx.cohort = cohort_dates.effective(uow.writer, ctx.cohort)
                     ctx.facts.day = learning_day(
                         d.scheduled_for, ctx.cohort.timezone, ctx.cohort.day_start_hour
                     )

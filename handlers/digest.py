@@ -22,7 +22,7 @@ from bot.clock import day_start, learning_day
 from bot.collector import collector_paused
 from bot.config import CohortSettings, Settings
 from bot.context import Context
-from bot.jobs import DailyJob, Run, cohort_days, per_teacher
+from bot.jobs import DailyJob, Run, cohort_job, per_teacher
 from bot.outbound import Channel, Kind, Outbound
 from bot.radar import (
     SIGNAL_LABELS,
@@ -530,14 +530,8 @@ def jobs(settings: Settings) -> list[DailyJob]:
     return [
         *per_teacher(settings, "digest", time(hour % 24, minute), digest_job),
         *(
-            DailyJob(
-                f"radar.rollup:{c.id}",
-                time(c.day_start_hour, 10),
-                c.timezone,
-                rollup_job,
-                cohort_days(c),
-                cohort_id=c.id,
-                quiet=False,
+            cohort_job(
+                c, f"radar.rollup:{c.id}", time(c.day_start_hour, 10), rollup_job, quiet=False
             )
             for c in settings.cohorts
         ),

@@ -1,10 +1,12 @@
 """Cohort dates set by leaders and teachers (开营/结营, SPEC §11): overrides of the config's dates.
 
-The config stays the default; :func:`effective` applies an override to a cohort's settings.
+The config stays the default; :func:`effective` applies an override to a cohort's settings,
+:func:`overridden` to every cohort that has one (the scheduler, once per look at what is due).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import replace
 from datetime import date, datetime
 
@@ -75,3 +77,20 @@ def effective(session: Session, cohort: CohortSettings) -> CohortSettings:
     if end_date is not None:
         length = max(1, (end_date - start).days + 1)
     return replace(cohort, start_date=start, length_days=length)
+
+
+def overridden(session: Session, cohorts: Iterable[CohortSettings]) -> dict[str, CohortSettings]:
+    """``cohort id -> effective cohort`` for the cohorts with a 开营/结营 override (one read)."""
+    rows = session.execute(
+        select(col(CohortDates.cohort_id), col(CohortDates.start_date), col(CohortDates.end_date))
+    ).all()
+    cache: dict[str, tuple[date | None, date | None] | None] = session.info.setdefault(
+        "cohort_dates", {}
+    )
+    found = {cohort_id: (start, end) for cohort_id, start, end in rows}
+    out: dict[str, CohortSettings] = {}
+    for cohort in cohorts:
+        cache[cohort.id] = found.get(cohort.id)
+        if cohort.id in found:
+            out[cohort.id] = effective(session, cohort)
+    return out

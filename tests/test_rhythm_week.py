@@ -193,3 +193,34 @@ async def test_the_last_evening_wrap_says_goodbye_not_see_you_tomorrow(
     assert "第 20 天的学习告一段落" in wraps[0] and "明天见" in wraps[0]
     assert wraps[1].startswith("🌙 第 21 天，也是《Python 21天入门》的最后一天。")
     assert "今天群里有 2 位伙伴完成打卡，21 天一路走来" in wraps[1] and "明天见" not in wraps[1]
+
+
+async def test_the_rhythm_follows_dates_a_leader_moved(
+    settings: Settings, clock: ManualClock
+) -> None:
+    """开营 moved the start three days later: the kick-off, the day numbers and the last day move
+    with it. Then 结营 on the new day 3 ends the rhythm that evening (the config says 21 days)."""
+    app, sender = open_app(settings, clock, Rewards())
+    try:
+        scheduler = group_a_scheduler(app)
+        clock.set(local(2026, 11, 1, 10))
+        await say(app, "leader1", "/开营 2026-11-05", clock.now())
+        await scheduler.run_until(clock, local(2026, 11, 7, 12))
+        await say(app, "leader1", "/结营", clock.now())
+        await scheduler.run_until(clock, local(2026, 11, 10, 12))
+    finally:
+        app.close()
+    tz = local(2026, 1, 1).tzinfo
+    posts = [
+        (kind_of(m), at.astimezone(tz).date().day, m.text)
+        for m, at in zip(sender.sent, sender.times, strict=True)
+        if m.to == GROUP_A
+    ]
+    kickoffs = [day for kind, day, _ in posts if kind == "kickoff"]
+    mornings = {day: text for kind, day, text in posts if kind == "morning"}
+    evenings = {day: text for kind, day, text in posts if kind == "evening"}
+    assert kickoffs == [5]  # not on the configured 11-02
+    assert sorted(mornings) == [5, 6, 7] and "今天是第 1 天（11月5日）" in mornings[5]
+    assert sorted(evenings) == [5, 6, 7]
+    assert "明天见" in evenings[6] and "也是《Python 21天入门》的最后一天" in evenings[7]
+    assert not [p for p in posts if p[1] > 7 and p[0] != "reply"]  # nothing after the end
