@@ -45,8 +45,8 @@ from handlers.nudges import (
     scenarios_of,
     values_for,
 )
+from storage import cohort_dates, points, rollup, roster
 from storage import nudges as nudge_store
-from storage import points, rollup, roster
 from storage.dialect import one_of
 from storage.messages import Message
 from storage.milestones import Badge
@@ -492,6 +492,7 @@ async def send_digests(ctx: Context, teacher_id: str, cohort_id: str | None = No
         chat_ids = [g.chat_id for g in cohort.groups if teacher_id in g.teachers]
         if not chat_ids:
             continue
+        cohort = cohort_dates.effective(ctx.uow.writer, cohort)  # 开营/结营: stages, day numbers
         day = learning_day(now, cohort.timezone, cohort.day_start_hour)
         digests = group_digests(ctx.session, ctx.settings, cohort, chat_ids, day)
         for chat_id in chat_ids:

@@ -12,6 +12,7 @@ from bot.cards.member import card_data
 from bot.clock import ManualClock
 from bot.outbound import Channel
 from bot.radar import evaluate
+from handlers.digest import teacher_digest_job
 from handlers.streaks import parse_day, reminder_schedule, streak_reminder_job
 from storage import checkins, roster
 from storage.activity import DailyCounter
@@ -223,3 +224,14 @@ async def test_streak_rules_before_the_start_on_the_last_day_and_after_the_end(b
             session, bot.settings, bot.settings.cohort("c1"), "wmKid", local(2026, 11, 26).date()
         )
     assert (card.streak, card.total_checkins) == (2, 2)
+
+
+async def test_the_digest_uses_the_dates_a_leader_moved(bot: App) -> None:
+    # 结营 on the configured day 8 of 21: that day is now the last, in 结营期 (was 进阶期).
+    await _checkin(bot, "wmKid", 9)
+    (done,) = await say(bot, "leader1", "/结营", local(2026, 11, 9, 10))
+    assert "已结营" in done
+    bot.clock.set(local(2026, 11, 9, 21, 40))  # type: ignore[attr-defined]
+    assert await teacher_digest_job(bot, "teacher1") >= 1
+    digest = next(m.text for m in sent(bot) if m.to == "teacher1")
+    assert "第8天（结营期）" in digest, digest[:200]
