@@ -265,6 +265,7 @@ def cmd_digest(args: argparse.Namespace) -> int:
     from datetime import date
 
     from handlers.digest import group_digests, split_markdown
+    from storage import cohort_dates
 
     settings = _settings(args)
     cohort = settings.cohort_of(args.group)
@@ -281,6 +282,7 @@ def cmd_digest(args: argparse.Namespace) -> int:
         print(f"日期格式应为 YYYY-MM-DD：{args.date}", file=sys.stderr)
         return 2
     with _opened(settings) as app, app.db.unit_of_work_sync() as uow:
+        cohort = cohort_dates.effective(uow.writer, cohort)  # as the teacher's digest does
         text = group_digests(uow.session, settings, cohort, [args.group], day, persist=False)
         parts = split_markdown(text[args.group])
         uow.rollback()

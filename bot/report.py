@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from bot import textable
 from bot.config import CohortSettings, Settings
-from storage import activity, checkins, roster
+from storage import activity, checkins, cohort_dates, roster
 
 HEADERS = (
     "成员",
@@ -29,9 +29,10 @@ def group_report(session: Session, cohort: CohortSettings, chat_id: str, today: 
     totals = activity.totals_by_member(session, chat_id)
     days = checkins.days_by_member(session, cohort.id)
     rows = []
+    as_of = cohort.streak_day(today)  # after the end, the streaks as they ended
     for membership, member in roster.members_of(session, chat_id):
         t = totals.get(member.id, dict.fromkeys(activity.COUNTER_FIELDS, 0))
-        streak = checkins.streak_of(days.get(member.id, []), today)
+        streak = checkins.streak_of(days.get(member.id, []), as_of)
         last = membership.last_seen_at
         rows.append(
             (
@@ -53,8 +54,9 @@ def group_report(session: Session, cohort: CohortSettings, chat_id: str, today: 
 def activity_report(session: Session, settings: Settings, today: dict[str, date]) -> str:
     """Every configured group's table; ``today`` is each cohort's current learning day by id."""
     parts = []
-    for cohort in settings.cohorts:
-        day = today[cohort.id]
+    for configured in settings.cohorts:
+        day = today[configured.id]
+        cohort = cohort_dates.effective(session, configured)  # 开营/结营 move the day numbers
         for group in cohort.groups:
             title = (
                 f"【{cohort.course}｜{group.name or group.chat_id}】"

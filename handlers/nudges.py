@@ -797,7 +797,7 @@ async def quiet_list(update: Update, ctx: Context, call: Call) -> None:
         if len(call.words) != 1 or not call.words[0].isdigit():
             raise UsageError("天数请写数字")
         days = int(call.words[0])
-    cohort = ctx.settings.cohort_of(update.chat_id)
+    cohort = ctx.cohort  # the group's cohort, with 开营/结营 applied (see Pipeline.context)
     if cohort is None:
         raise UsageError("本群没有配置训练营")
     today = learning_day(ctx.clock.now(), cohort.timezone, cohort.day_start_hour)

@@ -12,6 +12,7 @@ from bot.cards.member import card_data
 from bot.clock import ManualClock
 from bot.outbound import Channel
 from bot.radar import evaluate
+from bot.report import group_report
 from handlers.digest import teacher_digest_job
 from handlers.streaks import parse_day, reminder_schedule, streak_reminder_job
 from storage import checkins, roster
@@ -224,6 +225,12 @@ async def test_streak_rules_before_the_start_on_the_last_day_and_after_the_end(b
             session, bot.settings, bot.settings.cohort("c1"), "wmKid", local(2026, 11, 26).date()
         )
     assert (card.streak, card.total_checkins) == (2, 2)
+    with bot.db.session() as session:
+        table = group_report(
+            session, bot.settings.cohort("c1"), GROUP_A, local(2026, 11, 26).date()
+        )
+    (row,) = [line.split() for line in table.splitlines() if line.startswith("小明")]
+    assert row[3:7] == ["2", "0", "2", "2"]  # 打卡, 作业, 连续打卡, 最长连续
 
 
 async def test_the_digest_uses_the_dates_a_leader_moved(bot: App) -> None:
