@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import AsyncIterator, Callable
-from datetime import timedelta
+from datetime import date, timedelta
 from typing import Any
 
 import aiohttp
@@ -16,6 +16,7 @@ from bot.clock import ManualClock
 from bot.dashboard import build_dashboard, data
 from bot.dashboard.auth import SESSION_COOKIE, password_matches
 from bot.dashboard.web import PUBLIC_ROUTES
+from storage import cohort_dates
 from storage.nudges import Offer
 from tests.conftest import GROUP_A
 from tests.dashboard_helpers import ENV, PASSWORD, TODAY, seed_group, serve
@@ -267,6 +268,22 @@ async def test_open_offers_are_named_as_the_digest_names_them(app: App, clock: M
         offers = data.open_offers(session, app.settings, GROUP_A)
     assert [o.text.split(" ", 1)[1] for o in offers] == ["额外补卡券", "retired_tier"]
     assert {o.member_name for o in offers} == {"阿杰"}
+
+
+async def test_pages_use_the_dates_a_leader_moved(app: App, clock: ManualClock) -> None:
+    # 结营 on 11-08 (day 7 of 21), two days before TODAY: both pages say the cohort has ended.
+    await seed_group(app, clock)
+    with app.db.session() as session:
+        cohort_dates.set_dates(session, "c1", "leader1", clock.now(), end=date(2026, 11, 8))
+        session.commit()
+    async with serve(app) as url, client() as http:
+        await login(http, url)
+        async with http.get(f"{url}/dashboard/") as resp:
+            index_html = await resp.text()
+        async with http.get(f"{url}/dashboard/group/{GROUP_A}") as resp:
+            group_html = await resp.text()
+    assert "已结营" in index_html and "第 9 / 21 天" not in index_html
+    assert "已结营" in group_html
 
 
 async def test_repeated_wrong_passwords_are_throttled(url: str, clock: ManualClock) -> None:

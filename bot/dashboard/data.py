@@ -17,7 +17,7 @@ from bot.cards.member import points_for
 from bot.clock import learning_day
 from bot.config import CohortSettings, GroupSettings, Settings
 from bot.radar import evaluate
-from storage import activity, checkins, points, roster
+from storage import activity, checkins, cohort_dates, points, roster
 from storage import nudges as nudge_store
 
 LEADERBOARD_SIZE = 10
@@ -110,13 +110,14 @@ def members(
     session: Session, settings: Settings, group: GroupSettings, today: date
 ) -> list[MemberRow]:
     """Every member of the group (former ones flagged), most check-ins first."""
-    cohort = settings.cohort(group.cohort_id)
+    cohort = cohort_dates.effective(session, settings.cohort(group.cohort_id))
     totals = activity.totals_by_member(session, group.chat_id)
     days = checkins.days_by_member(session, cohort.id)
+    as_of = cohort.streak_day(today)  # after the end, the streaks as they ended
     rows = []
     for membership, member in roster.members_of(session, group.chat_id):
         t = totals.get(member.id, dict.fromkeys(activity.COUNTER_FIELDS, 0))
-        streak = checkins.streak_of(days.get(member.id, []), today)
+        streak = checkins.streak_of(days.get(member.id, []), as_of)
         rows.append(
             MemberRow(
                 member_id=member.id,
@@ -153,7 +154,7 @@ def quiet_list(
     group = settings.group(chat_id)
     if group is None:
         return []
-    cohort = settings.cohort(group.cohort_id)
+    cohort = cohort_dates.effective(session, settings.cohort(group.cohort_id))
     radar = evaluate(session, settings, cohort, [chat_id], today, persist=False)[chat_id]
     first_spoken = {
         member.id: membership.first_message_at

@@ -26,6 +26,7 @@ from bot.config import GroupSettings, Settings
 from bot.dashboard import data
 from bot.dashboard.auth import CSRF_COOKIE, SESSION_COOKIE, Signer, password_matches
 from bot.dashboard.chart import activity_svg
+from storage import cohort_dates
 from storage.db import Database
 
 #: The routes served without a session; every other route is wrapped by ``_login_required``.
@@ -277,7 +278,8 @@ def _index_cohorts(state: DashboardState, urls: Mapping[str, str]) -> list[dict[
     now = state.clock.now()
     cohorts = []
     with state.db.session() as session:
-        for cohort in state.settings.cohorts:
+        for configured in state.settings.cohorts:
+            cohort = cohort_dates.effective(session, configured)
             groups = [
                 {
                     "name": group.name or group.chat_id,
@@ -316,10 +318,11 @@ async def group_page(request: web.Request) -> web.Response:
 
 def _group_context(state: DashboardState, group: GroupSettings) -> dict[str, Any]:
     """The group page's data (database reads: runs in a worker thread, off the event loop)."""
-    cohort = state.settings.cohort(group.cohort_id)
-    today = data.today_of(cohort, state.clock.now())
     days = state.settings.dashboard.chart_days
     with state.db.session() as session:
+        # 开营/结营 move the day count, the stages and the last day, as everywhere else.
+        cohort = cohort_dates.effective(session, state.settings.cohort(group.cohort_id))
+        today = data.today_of(cohort, state.clock.now())
         members = data.members(session, state.settings, group, today)
         return {
             "group_name": group.name or group.chat_id,
