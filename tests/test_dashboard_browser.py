@@ -97,6 +97,14 @@ async def test_login_open_group_see_quiet_list_and_chart(
                 assert await chart.locator("rect.bar").count() == 14
                 assert await chart.locator("circle.dot").count() == 14
 
+                # The signals wrap inside their card: the page never gets wider than a phone's
+                # screen (at worst a card scrolls sideways).
+                for width in (1280, 390):
+                    await page.set_viewport_size({"width": width, "height": 900})
+                    wide = await page.evaluate("document.documentElement.scrollWidth")
+                    assert wide <= width, (width, wide)
+                await page.set_viewport_size({"width": 1280, "height": 900})
+
                 shot = tmp_path / "dashboard-group.png"
                 await page.screenshot(path=str(shot), full_page=True)
                 assert shot.stat().st_size > 10_000
