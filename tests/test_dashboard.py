@@ -267,6 +267,8 @@ async def test_open_offers_are_named_as_the_digest_names_them(app: App, clock: M
         session.commit()
         offers = data.open_offers(session, app.settings, GROUP_A)
     assert [o.text.split(" ", 1)[1] for o in offers] == ["额外补卡券", "retired_tier"]
+    first = offers[0].text.split(" ", 1)[0].lstrip("#")
+    assert offers[0].status == f"待批准：在群里回复「批准 {first}」"  # not the code "proposed"
     assert {o.member_name for o in offers} == {"阿杰"}
 
 

@@ -78,8 +78,8 @@ class Offer:
 
     member_name: str
     text: str
-    sent_on: date
-    status: str
+    proposed_on: date
+    status: str  # what the teacher can do about it, in words
 
 
 @dataclass(frozen=True)
@@ -228,8 +228,8 @@ def open_offers(session: Session, settings: Settings, chat_id: str) -> list[Offe
         Offer(
             member_name=names[o.member_id],
             text=f"#{o.id} {tiers.get(o.tier, o.tier)}",
-            sent_on=learning_day(o.proposed_at, cohort.timezone, cohort.day_start_hour),
-            status=o.status,
+            proposed_on=learning_day(o.proposed_at, cohort.timezone, cohort.day_start_hour),
+            status=f"待批准：在群里回复「批准 {o.id}」",
         )
         for o in rows
     ]
