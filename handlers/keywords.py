@@ -1,4 +1,4 @@
-"""TF-IDF keywords of a text: the digest's hot topics and the discussion recap (SPEC §10, §11).
+"""TF-IDF keywords of a text: the discussion recap and the digest's hot topics (SPEC §6, §10).
 
 :func:`topics` is what both show: the words of a group's messages, without chat stop words
 (``scripts_library/rhythm/stopwords.txt``), links, @-mentions, emoji codes, numbers and the
