@@ -83,7 +83,7 @@ async def test_makeup_fills_the_latest_missed_day_and_restores_the_streak(bot: A
     assert "连续打卡 4 天" in mine
     assert "第 4/21 天" in mine
     # The radar, the digest and the report read the day's counters: they see the filled day,
-    # also when the radar had already sealed it (before the make-up card, below).
+    # also when the radar had already sealed it (the check before the make-up card, above).
     assert _radar_streak(bot, "wmKid", 5) == 4
     assert _counted(bot, "wmKid") == [1, 1, 1, 1]
 
