@@ -131,6 +131,9 @@ def main() -> None:
         files = [work / f"part{i}.db" for i in range(args.processes)]
         copied = merge(files[0], files[1:])
         merged = time.perf_counter() - began
+        with sqlite3.connect(files[0]) as conn:
+            (messages,) = conn.execute("SELECT count(*) FROM message").fetchone()
+        assert messages == args.messages, messages  # every partition's messages, once
     imported = sum(int(r[0]) for r in results)
     assert imported == args.messages, results
     print(f"import_partition_bound: {args.messages} messages, {args.groups} groups, ", end="")
