@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -131,7 +132,7 @@ def main() -> None:
         files = [work / f"part{i}.db" for i in range(args.processes)]
         copied = merge(files[0], files[1:])
         merged = time.perf_counter() - began
-        with sqlite3.connect(files[0]) as conn:
+        with closing(sqlite3.connect(files[0])) as conn:
             (messages,) = conn.execute("SELECT count(*) FROM message").fetchone()
         assert messages == args.messages, messages  # every partition's messages, once
     imported = sum(int(r[0]) for r in results)
