@@ -9,7 +9,7 @@ redemptions and offers to approve. Markdown, split on line boundaries to fit WeC
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, time, timedelta
 from typing import TYPE_CHECKING, Any
@@ -49,7 +49,7 @@ from storage import cohort_dates, points, rollup, roster
 from storage import nudges as nudge_store
 from storage.dialect import one_of
 from storage.messages import Message
-from storage.milestones import Badge
+from storage.milestones import Badge, earned_by_member
 from storage.radar import joins_and_leaves, saving_flags
 
 if TYPE_CHECKING:
@@ -144,14 +144,16 @@ def suggestion(
     teacher: str,
     postcards: tuple[str, ...],
     balance: int | None = None,
+    earned: frozenset[int] = frozenset(),
 ) -> tuple[str, str]:
     """A suggested script id and text for a flagged learner (without consulting history).
-    ``balance``: the learner's points, when the caller read them already."""
+    ``balance``: the learner's points, when the caller read them already; ``earned``: their
+    badges' milestone days."""
     choice = choose(
-        scenarios_for(risk, cohort, day, bool(postcards)),
+        scenarios_for(risk, cohort, day, bool(postcards), earned),
         risk.stage.value,
         risk.level,
-        values_for(session, cohort, risk, day, teacher, balance),
+        values_for(session, cohort, risk, day, teacher, balance, earned),
         set(),
         set(),
         postcards,
@@ -161,21 +163,31 @@ def suggestion(
     return (choice.script.id, choice.text) if choice else ("—", "")
 
 
+_NONE: frozenset[int] = frozenset()
+
+
 class Suggestions:
     """:func:`suggestion` for every learner on a digest's quiet lists (the same choice and text),
     with what does not depend on the learner (the scenarios, the script and which of its variants
     can be filled) worked out once per kind of learner: a nightly digest suggests scripts to
     60,000 learners, of a few hundred kinds."""
 
-    def __init__(self, cohort: CohortSettings, day: date, postcards: tuple[str, ...]) -> None:
+    def __init__(
+        self,
+        cohort: CohortSettings,
+        day: date,
+        postcards: tuple[str, ...],
+        earned: Mapping[str, frozenset[int]] | None = None,
+    ) -> None:
         self.cohort = cohort
         self.day = day
         self.postcards = postcards
+        self.earned = earned or {}  # badges' milestone days by member
         self.card = bool(postcards) and postcards[0] is not None and postcards[0] != ""
         self.weekend = day.weekday() >= 5
         self._plans: dict[tuple[Any, ...], Any] = {}
         self._groups: dict[tuple[str, str], tuple[dict[str, object], frozenset[str]]] = {}
-        self._next: dict[int, int | None] = {}
+        self._next: dict[tuple[int, frozenset[int]], int | None] = {}
 
     def __call__(self, risk: MemberRisk, teacher: str, balance: int) -> tuple[str, str]:
         """The script id and text suggested to ``risk`` (``balance``: the learner's points)."""
@@ -185,10 +197,11 @@ class Suggestions:
             filled = frozenset([k for k, v in values.items() if v is not None and v != ""])
             shared = self._groups[(risk.chat_id, teacher)] = (values, filled)
         streak = risk.streak
-        if streak in self._next:
-            nxt = self._next[streak]
+        progress = (streak, self.earned.get(risk.member_id, _NONE))
+        if progress in self._next:
+            nxt = self._next[progress]
         else:
-            nxt = self._next[streak] = next_milestone(self.cohort, streak)
+            nxt = self._next[progress] = next_milestone(self.cohort, *progress)
         near = streak > 0 and nxt is not None and nxt - streak <= 2
         name = risk.name
         key = (
@@ -257,7 +270,8 @@ def render_group(
     if prefetched is None:
         prefetched = prefetch(session, cohort, [radar], day)
     if suggest is None:
-        suggest = Suggestions(cohort, day, settings.nudges.postcards)
+        earned = earned_by_member(session, cohort.id)
+        suggest = Suggestions(cohort, day, settings.nudges.postcards, earned)
     group = group_of(cohort, radar.chat_id)
     title = group.name if group and group.name else radar.chat_id
     n = cohort.cohort_day(day)
@@ -409,7 +423,8 @@ def group_digests(
     offers_by_chat: dict[str, list[nudge_store.Offer]] = {}
     for o in offers:
         offers_by_chat.setdefault(o.chat_id, []).append(o)
-    suggest = Suggestions(cohort, day, settings.nudges.postcards)
+    earned = earned_by_member(session, cohort.id)
+    suggest = Suggestions(cohort, day, settings.nudges.postcards, earned)
     out: dict[str, str] = {}
     with saving_flags(session, unsaved):  # rendering reads nothing more from the database
         for chat_id in chat_ids:

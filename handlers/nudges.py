@@ -29,8 +29,8 @@ from bot.radar import SIGNAL_LABELS, STAGE_LABELS, MemberRisk, Signal, Stage, ev
 from bot.updates import Update
 from handlers.commands import Call, CommandSet, Role, UsageError, reply, role_of
 from scripts_library import nudges as library
+from storage import milestones, points, roster, schedule
 from storage import nudges as store
-from storage import points, roster, schedule
 from storage import radar as radar_store
 from storage.nudges import Nudge, Offer
 
@@ -150,10 +150,15 @@ def send_slots(local_now: datetime, ns: NudgeSettings) -> list[datetime]:
 
 
 def scenarios_for(
-    risk: MemberRisk, cohort: CohortSettings, today: date, postcards: bool
+    risk: MemberRisk,
+    cohort: CohortSettings,
+    today: date,
+    postcards: bool,
+    earned: frozenset[int] = frozenset(),
 ) -> list[str]:
-    """The scenarios worth a script for this learner, best first (stage x signals x risk)."""
-    nxt = next_milestone(cohort, risk.streak)
+    """The scenarios worth a script for this learner, best first (stage x signals x risk);
+    ``earned``: the milestone days the learner has a badge for."""
+    nxt = next_milestone(cohort, risk.streak, earned)
     near = risk.streak > 0 and nxt is not None and nxt - risk.streak <= 2
     return list(
         scenarios_of(
@@ -227,13 +232,17 @@ def scenarios_of(
     return tuple(dict.fromkeys(out))
 
 
-def next_milestone(cohort: CohortSettings, streak: int) -> int | None:
-    return _next_of(cohort.milestone_days, streak)
+def next_milestone(
+    cohort: CohortSettings, streak: int, earned: frozenset[int] = frozenset()
+) -> int | None:
+    """The next milestone above ``streak`` that the learner has no badge for yet (a badge is
+    earned once: after a broken streak, "2 days to the 7-day milestone" would promise nothing)."""
+    return _next_of(cohort.milestone_days, streak, earned)
 
 
 @lru_cache(maxsize=1024)
-def _next_of(days: tuple[int, ...], streak: int) -> int | None:
-    return next((m for m in days if m > streak), None)
+def _next_of(days: tuple[int, ...], streak: int, earned: frozenset[int]) -> int | None:
+    return next((m for m in days if m > streak and m not in earned), None)
 
 
 class Choice(NamedTuple):
@@ -370,10 +379,11 @@ def values_for(
     today: date,
     teacher: str,
     balance: int | None = None,
+    earned: frozenset[int] = frozenset(),
 ) -> dict[str, object]:
     """The placeholder values for one learner (user data, rendered literally). ``balance``: the
-    learner's points when the caller read them already (in bulk)."""
-    nxt = next_milestone(cohort, risk.streak)
+    learner's points when the caller read them already (in bulk); ``earned``: their badges."""
+    nxt = next_milestone(cohort, risk.streak, earned)
     if balance is None:
         balance = points_balance(session, cohort.id, risk.member_id)
     values: dict[str, object] = {
@@ -435,6 +445,7 @@ def plan_nudges(
     offers = store.offers_by_member(session, ids, cohort.id)
     history = store.histories(session, ids)
     balances = points.balances_of(session, cohort.id, ids)
+    earned = milestones.earned_by_member(session, cohort.id)
     teachers = _teacher_names(session, cohort, {m.chat_id for m in flagged})
     slots = send_slots(local, ns)
     planned: list[Nudge] = []
@@ -449,8 +460,9 @@ def plan_nudges(
         if prev is not None and (today - prev).days < ns.min_days_between:
             continue
         seen = history[risk.member_id]
+        badges = earned.get(risk.member_id, frozenset())
         choice = choose(
-            scenarios_for(risk, cohort, today, bool(ns.postcards)),
+            scenarios_for(risk, cohort, today, bool(ns.postcards), badges),
             risk.stage.value,
             risk.level,
             values_for(
@@ -460,6 +472,7 @@ def plan_nudges(
                 today,
                 teachers[risk.chat_id],
                 balances.get(risk.member_id, 0),
+                badges,
             ),
             seen.used,
             seen.hashes,

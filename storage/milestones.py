@@ -76,3 +76,14 @@ def of_member(session: Session, cohort_id: str, member_id: str) -> Sequence[Badg
         .order_by(col(Badge.milestone))
     )
     return session.scalars(stmt).all()
+
+
+def earned_by_member(session: Session, cohort_id: str) -> dict[str, frozenset[int]]:
+    """Every member's badges in a cohort, as milestone days by member id (one read)."""
+    found: dict[str, set[int]] = {}
+    stmt = select(col(Badge.member_id), col(Badge.milestone)).where(
+        col(Badge.cohort_id) == cohort_id
+    )
+    for member_id, milestone in session.execute(stmt).all():
+        found.setdefault(member_id, set()).add(int(milestone))
+    return {member_id: frozenset(days) for member_id, days in found.items()}

@@ -266,9 +266,10 @@ def test_digest_suggestions_choose_what_suggestion_chooses() -> None:
         [Signal.NO_INTRO],
     ]  # fmt: skip
     checked = 0
+    earned = {f"wm{i}": frozenset({7}) for i in range(0, 2000, 3)}  # a third have the 7-day badge
     for postcards in ((), ("卡片一：变量就是给数据起名字。",), ("",)):
         for day in (cohort.start_date, date(2026, 11, 7), date(2026, 11, 20), date(2026, 12, 1)):
-            suggest = Suggestions(cohort, day, postcards)
+            suggest = Suggestions(cohort, day, postcards, earned)
             for i, (signals, stage, streak, holding, name, chat) in enumerate(
                 itertools.product(
                     signal_sets, list(Stage), (0, 1, 5, 6, 40), (False, True), ("小王", ""),
@@ -282,7 +283,8 @@ def test_digest_suggestions_choose_what_suggestion_chooses() -> None:
                     holding,
                 )  # fmt: skip
                 teacher = "李老师" if chat == GROUP_A else ""
-                expected = suggestion(None, cohort, risk, day, teacher, postcards, i)  # type: ignore[arg-type]
+                badges = earned.get(f"wm{i}", frozenset())
+                expected = suggestion(None, cohort, risk, day, teacher, postcards, i, badges)  # type: ignore[arg-type]
                 assert suggest(risk, teacher, i) == expected, (risk, day, postcards)
                 checked += expected[0] != "—"
     assert checked > 1000
@@ -345,3 +347,25 @@ def test_an_active_learner_without_an_introduction_is_asked_for_one_in_every_run
         (Stage.ADVANCING, 20): "milestone.near",
         (Stage.CLOSING, 10): "intro.late",
     }
+
+
+def test_a_milestone_already_earned_is_never_the_one_within_reach() -> None:
+    """Five days into a new streak, a learner who already has the 7-day badge is not told the
+    7-day milestone is two days away (a badge is earned once); the next one is 14."""
+    from bot.radar import Fired, MemberRisk, Signal
+    from handlers.digest import suggestion
+    from handlers.nudges import values_for
+    from tests.conftest import GROUP_A
+
+    cohort = parse_settings(base_config(), env={}).cohort("c1")
+    day = date(2026, 11, 16)
+    risk = MemberRisk(
+        GROUP_A, "wmBack", "小王", "external", None, Stage.SPRINT, 1,
+        [Fired(Signal.CHECKIN_DROP, "原因")], 0, 5, True,
+    )  # fmt: skip
+    fresh = suggestion(None, cohort, risk, day, "李老师", (), 0)  # type: ignore[arg-type]
+    assert fresh[0] == "milestone.near"
+    again = suggestion(None, cohort, risk, day, "李老师", (), 0, frozenset({7}))  # type: ignore[arg-type]
+    assert again[0] != "milestone.near" and "7天" not in again[1]
+    values = values_for(None, cohort, risk, day, "李老师", 0, frozenset({7}))  # type: ignore[arg-type]
+    assert (values["next_milestone"], values["days_to_milestone"]) == (14, 9)
