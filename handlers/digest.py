@@ -9,7 +9,7 @@ redemptions and offers to approve. Markdown, split on line boundaries to fit WeC
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, time, timedelta
 from typing import TYPE_CHECKING, Any
@@ -35,21 +35,22 @@ from bot.radar import (
 )
 from handlers import keywords
 from handlers.nudges import (
+    Standing,
     choose,
     first_usable,
     group_of,
     group_values,
-    next_milestone,
     rotation,
     scenarios_for,
     scenarios_of,
+    standings,
     values_for,
 )
 from storage import cohort_dates, points, rollup, roster
 from storage import nudges as nudge_store
 from storage.dialect import one_of
 from storage.messages import Message
-from storage.milestones import Badge, earned_by_member
+from storage.milestones import Badge
 from storage.radar import joins_and_leaves, saving_flags
 
 if TYPE_CHECKING:
@@ -144,16 +145,16 @@ def suggestion(
     teacher: str,
     postcards: tuple[str, ...],
     balance: int | None = None,
-    earned: frozenset[int] = frozenset(),
+    standing: Standing | None = None,
 ) -> tuple[str, str]:
     """A suggested script id and text for a flagged learner (without consulting history).
-    ``balance``: the learner's points, when the caller read them already; ``earned``: their
-    badges' milestone days."""
+    ``balance``: the learner's points, when the caller read them already; ``standing``: towards
+    the milestones."""
     choice = choose(
-        scenarios_for(risk, cohort, day, bool(postcards), earned),
+        scenarios_for(risk, cohort, day, bool(postcards), standing),
         risk.stage.value,
         risk.level,
-        values_for(session, cohort, risk, day, teacher, balance, earned),
+        values_for(session, cohort, risk, day, teacher, balance, standing),
         set(),
         set(),
         postcards,
@@ -161,9 +162,6 @@ def suggestion(
         f"{risk.member_id}:{day}",
     )
     return (choice.script.id, choice.text) if choice else ("—", "")
-
-
-_NONE: frozenset[int] = frozenset()
 
 
 class Suggestions:
@@ -177,17 +175,17 @@ class Suggestions:
         cohort: CohortSettings,
         day: date,
         postcards: tuple[str, ...],
-        earned: Mapping[str, frozenset[int]] | None = None,
+        standing: Callable[[MemberRisk], Standing] | None = None,
     ) -> None:
         self.cohort = cohort
         self.day = day
         self.postcards = postcards
-        self.earned = earned or {}  # badges' milestone days by member
+        self.standing = standing or (lambda risk: Standing(risk.streak))
         self.card = bool(postcards) and postcards[0] is not None and postcards[0] != ""
         self.weekend = day.weekday() >= 5
         self._plans: dict[tuple[Any, ...], Any] = {}
         self._groups: dict[tuple[str, str], tuple[dict[str, object], frozenset[str]]] = {}
-        self._next: dict[tuple[int, frozenset[int]], int | None] = {}
+        self._next: dict[Standing, int | None] = {}
 
     def __call__(self, risk: MemberRisk, teacher: str, balance: int) -> tuple[str, str]:
         """The script id and text suggested to ``risk`` (``balance``: the learner's points)."""
@@ -197,12 +195,12 @@ class Suggestions:
             filled = frozenset([k for k, v in values.items() if v is not None and v != ""])
             shared = self._groups[(risk.chat_id, teacher)] = (values, filled)
         streak = risk.streak
-        progress = (streak, self.earned.get(risk.member_id, _NONE))
-        if progress in self._next:
-            nxt = self._next[progress]
+        standing = self.standing(risk)
+        if standing in self._next:
+            nxt = self._next[standing]
         else:
-            nxt = self._next[progress] = next_milestone(self.cohort, *progress)
-        near = streak > 0 and nxt is not None and nxt - streak <= 2
+            nxt = self._next[standing] = standing.next(self.cohort)
+        near = standing.value > 0 and nxt is not None and nxt - standing.value <= 2
         name = risk.name
         key = (
             shared[1], tuple([f.signal for f in risk.fired]), risk.stage, risk.level, near,
@@ -225,7 +223,7 @@ class Suggestions:
         }
         if nxt is not None:
             values["next_milestone"] = nxt
-            values["days_to_milestone"] = nxt - streak
+            values["days_to_milestone"] = nxt - standing.value
         n = len(usable)
         rot = rotation(f"{risk.member_id}:{self.day}")
         for k in range(n):
@@ -270,8 +268,8 @@ def render_group(
     if prefetched is None:
         prefetched = prefetch(session, cohort, [radar], day)
     if suggest is None:
-        earned = earned_by_member(session, cohort.id)
-        suggest = Suggestions(cohort, day, settings.nudges.postcards, earned)
+        standing = standings(session, settings, cohort)
+        suggest = Suggestions(cohort, day, settings.nudges.postcards, standing)
     group = group_of(cohort, radar.chat_id)
     title = group.name if group and group.name else radar.chat_id
     n = cohort.cohort_day(day)
@@ -423,8 +421,9 @@ def group_digests(
     offers_by_chat: dict[str, list[nudge_store.Offer]] = {}
     for o in offers:
         offers_by_chat.setdefault(o.chat_id, []).append(o)
-    earned = earned_by_member(session, cohort.id)
-    suggest = Suggestions(cohort, day, settings.nudges.postcards, earned)
+    suggest = Suggestions(
+        cohort, day, settings.nudges.postcards, standings(session, settings, cohort)
+    )
     out: dict[str, str] = {}
     with saving_flags(session, unsaved):  # rendering reads nothing more from the database
         for chat_id in chat_ids:

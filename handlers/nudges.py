@@ -11,7 +11,7 @@ cheap, every minute or at :func:`next_nudge_due`).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from functools import lru_cache
@@ -29,7 +29,7 @@ from bot.radar import SIGNAL_LABELS, STAGE_LABELS, MemberRisk, Signal, Stage, ev
 from bot.updates import Update
 from handlers.commands import Call, CommandSet, Role, UsageError, reply, role_of
 from scripts_library import nudges as library
-from storage import milestones, points, roster, schedule
+from storage import checkins, milestones, points, roster, schedule
 from storage import nudges as store
 from storage import radar as radar_store
 from storage.nudges import Nudge, Offer
@@ -149,17 +149,49 @@ def send_slots(local_now: datetime, ns: NudgeSettings) -> list[datetime]:
 # --- choosing --------------------------------------------------------------------------------
 
 
+class Standing(NamedTuple):
+    """Where a learner stands towards the milestones: the count milestones go by (the streak,
+    or the check-in days in all under ``[streaks] milestone_basis = "total"``) and the milestone
+    days they already have a badge for."""
+
+    value: int
+    earned: frozenset[int] = frozenset()
+
+    def next(self, cohort: CohortSettings) -> int | None:
+        return next_milestone(cohort, self.value, self.earned)
+
+
+def standings(
+    session: Session, settings: Settings, cohort: CohortSettings
+) -> Callable[[MemberRisk], Standing]:
+    """Each learner's :class:`Standing` in ``cohort``: the badges (and, under the total basis,
+    the check-in days) read once for the whole cohort."""
+    earned = milestones.earned_by_member(session, cohort.id)
+    totals = (
+        checkins.totals_by_member(session, cohort.id)
+        if settings.streaks.milestone_basis == "total"
+        else None
+    )
+
+    def standing(risk: MemberRisk) -> Standing:
+        value = risk.streak if totals is None else totals.get(risk.member_id, 0)
+        return Standing(value, earned.get(risk.member_id, frozenset()))
+
+    return standing
+
+
 def scenarios_for(
     risk: MemberRisk,
     cohort: CohortSettings,
     today: date,
     postcards: bool,
-    earned: frozenset[int] = frozenset(),
+    standing: Standing | None = None,
 ) -> list[str]:
     """The scenarios worth a script for this learner, best first (stage x signals x risk);
-    ``earned``: the milestone days the learner has a badge for."""
-    nxt = next_milestone(cohort, risk.streak, earned)
-    near = risk.streak > 0 and nxt is not None and nxt - risk.streak <= 2
+    ``standing``: towards the milestones (default: the streak, no badges)."""
+    standing = standing or Standing(risk.streak)
+    nxt = standing.next(cohort)
+    near = standing.value > 0 and nxt is not None and nxt - standing.value <= 2
     return list(
         scenarios_of(
             frozenset([f.signal for f in risk.fired]),
@@ -233,16 +265,16 @@ def scenarios_of(
 
 
 def next_milestone(
-    cohort: CohortSettings, streak: int, earned: frozenset[int] = frozenset()
+    cohort: CohortSettings, value: int, earned: frozenset[int] = frozenset()
 ) -> int | None:
-    """The next milestone above ``streak`` that the learner has no badge for yet (a badge is
+    """The next milestone above ``value`` that the learner has no badge for yet (a badge is
     earned once: after a broken streak, "2 days to the 7-day milestone" would promise nothing)."""
-    return _next_of(cohort.milestone_days, streak, earned)
+    return _next_of(cohort.milestone_days, value, earned)
 
 
 @lru_cache(maxsize=1024)
-def _next_of(days: tuple[int, ...], streak: int, earned: frozenset[int]) -> int | None:
-    return next((m for m in days if m > streak and m not in earned), None)
+def _next_of(days: tuple[int, ...], value: int, earned: frozenset[int]) -> int | None:
+    return next((m for m in days if m > value and m not in earned), None)
 
 
 class Choice(NamedTuple):
@@ -379,11 +411,13 @@ def values_for(
     today: date,
     teacher: str,
     balance: int | None = None,
-    earned: frozenset[int] = frozenset(),
+    standing: Standing | None = None,
 ) -> dict[str, object]:
     """The placeholder values for one learner (user data, rendered literally). ``balance``: the
-    learner's points when the caller read them already (in bulk); ``earned``: their badges."""
-    nxt = next_milestone(cohort, risk.streak, earned)
+    learner's points when the caller read them already (in bulk); ``standing``: towards the
+    milestones (default: the streak, no badges)."""
+    standing = standing or Standing(risk.streak)
+    nxt = standing.next(cohort)
     if balance is None:
         balance = points_balance(session, cohort.id, risk.member_id)
     values: dict[str, object] = {
@@ -396,7 +430,7 @@ def values_for(
     }
     if nxt is not None:
         values["next_milestone"] = nxt
-        values["days_to_milestone"] = nxt - risk.streak
+        values["days_to_milestone"] = nxt - standing.value
     return values
 
 
@@ -445,7 +479,7 @@ def plan_nudges(
     offers = store.offers_by_member(session, ids, cohort.id)
     history = store.histories(session, ids)
     balances = points.balances_of(session, cohort.id, ids)
-    earned = milestones.earned_by_member(session, cohort.id)
+    standing_of = standings(session, settings, cohort)
     teachers = _teacher_names(session, cohort, {m.chat_id for m in flagged})
     slots = send_slots(local, ns)
     planned: list[Nudge] = []
@@ -460,9 +494,9 @@ def plan_nudges(
         if prev is not None and (today - prev).days < ns.min_days_between:
             continue
         seen = history[risk.member_id]
-        badges = earned.get(risk.member_id, frozenset())
+        standing = standing_of(risk)
         choice = choose(
-            scenarios_for(risk, cohort, today, bool(ns.postcards), badges),
+            scenarios_for(risk, cohort, today, bool(ns.postcards), standing),
             risk.stage.value,
             risk.level,
             values_for(
@@ -472,7 +506,7 @@ def plan_nudges(
                 today,
                 teachers[risk.chat_id],
                 balances.get(risk.member_id, 0),
-                badges,
+                standing,
             ),
             seen.used,
             seen.hashes,

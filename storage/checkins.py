@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import UniqueConstraint, bindparam, delete, select
+from sqlalchemy import UniqueConstraint, bindparam, delete, func, select
 from sqlalchemy.orm import Session
 from sqlmodel import Field, SQLModel, col
 
@@ -110,6 +110,16 @@ def of_member(session: Session, cohort_id: str, member_id: str) -> Sequence[Chec
         .order_by(col(CheckIn.day))
     )
     return session.scalars(stmt).all()
+
+
+def totals_by_member(session: Session, cohort_id: str) -> dict[str, int]:
+    """Every member's check-in days in a cohort, counted, by member id."""
+    stmt = (
+        select(col(CheckIn.member_id), func.count())
+        .where(col(CheckIn.cohort_id) == cohort_id)
+        .group_by(col(CheckIn.member_id))
+    )
+    return {member_id: int(n) for member_id, n in session.execute(stmt).all()}
 
 
 def days_by_member(session: Session, cohort_id: str) -> dict[str, list[date]]:

@@ -141,3 +141,29 @@ async def test_the_last_milestone_and_one_without_a_bonus_say_so(
     assert "5天" in fifth and ("本期最高" in fifth or "本期最后" in fifth)
     assert "下个里程碑" not in fifth
     assert ("40积分" in fifth) if paid else ("积分" not in fifth)
+
+
+@pytest.mark.parametrize("basis", ["streak", "total"])
+async def test_a_learners_standing_towards_the_milestones(
+    database_url: str, clock: ManualClock, basis: str
+) -> None:
+    """Seven days in a row (the 7-day badge), a day missed, six more: under the streak basis
+    the next milestone, 14, is 8 days away; under the total basis 13 days count, 1 away."""
+    from bot.radar import MemberRisk, Stage
+    from handlers.nudges import Standing, standings
+
+    app = open_bot(make_settings(database_url, streaks={"milestone_basis": basis}), clock)
+    try:
+        await _streak(app, "wmKid", 7)  # 11-02..11-08
+        await _streak(app, "wmKid", 6, first=10)  # 11-10..11-15
+        risk = MemberRisk(
+            GROUP_A, "wmKid", "小明", "external", None, Stage.ADVANCING, 1, [], 0, 6, True
+        )
+        cohort = app.settings.cohort("c1")
+        with app.db.session() as session:
+            standing = standings(session, app.settings, cohort)(risk)
+    finally:
+        app.close()
+    value = 6 if basis == "streak" else 13
+    assert standing == Standing(value, frozenset({7}))
+    assert standing.next(cohort) == 14

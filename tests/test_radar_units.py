@@ -254,7 +254,10 @@ def test_digest_suggestions_choose_what_suggestion_chooses() -> None:
 
     from bot.radar import Fired, MemberRisk, Signal
     from handlers.digest import Suggestions, suggestion
+    from handlers.nudges import Standing
     from tests.conftest import GROUP_A, GROUP_B
+
+    none: frozenset[int] = frozenset()
 
     cohort = parse_settings(base_config(), env={}).cohort("c1")
     signal_sets = [
@@ -266,10 +269,13 @@ def test_digest_suggestions_choose_what_suggestion_chooses() -> None:
         [Signal.NO_INTRO],
     ]  # fmt: skip
     checked = 0
-    earned = {f"wm{i}": frozenset({7}) for i in range(0, 2000, 3)}  # a third have the 7-day badge
+
+    def standing(risk: MemberRisk) -> Standing:  # a third have the 7-day badge
+        return Standing(risk.streak, frozenset({7}) if int(risk.member_id[2:]) % 3 == 0 else none)
+
     for postcards in ((), ("卡片一：变量就是给数据起名字。",), ("",)):
         for day in (cohort.start_date, date(2026, 11, 7), date(2026, 11, 20), date(2026, 12, 1)):
-            suggest = Suggestions(cohort, day, postcards, earned)
+            suggest = Suggestions(cohort, day, postcards, standing)
             for i, (signals, stage, streak, holding, name, chat) in enumerate(
                 itertools.product(
                     signal_sets, list(Stage), (0, 1, 5, 6, 40), (False, True), ("小王", ""),
@@ -283,8 +289,10 @@ def test_digest_suggestions_choose_what_suggestion_chooses() -> None:
                     holding,
                 )  # fmt: skip
                 teacher = "李老师" if chat == GROUP_A else ""
-                badges = earned.get(f"wm{i}", frozenset())
-                expected = suggestion(None, cohort, risk, day, teacher, postcards, i, badges)  # type: ignore[arg-type]
+                expected = suggestion(
+                    None,  # type: ignore[arg-type]
+                    cohort, risk, day, teacher, postcards, i, standing(risk),
+                )  # fmt: skip
                 assert suggest(risk, teacher, i) == expected, (risk, day, postcards)
                 checked += expected[0] != "—"
     assert checked > 1000
@@ -351,10 +359,11 @@ def test_an_active_learner_without_an_introduction_is_asked_for_one_in_every_run
 
 def test_a_milestone_already_earned_is_never_the_one_within_reach() -> None:
     """Five days into a new streak, a learner who already has the 7-day badge is not told the
-    7-day milestone is two days away (a badge is earned once); the next one is 14."""
+    7-day milestone is two days away (a badge is earned once); the next one is 14. Under the
+    total basis the distance counts check-in days in all."""
     from bot.radar import Fired, MemberRisk, Signal
     from handlers.digest import suggestion
-    from handlers.nudges import values_for
+    from handlers.nudges import Standing, values_for
     from tests.conftest import GROUP_A
 
     cohort = parse_settings(base_config(), env={}).cohort("c1")
@@ -363,9 +372,19 @@ def test_a_milestone_already_earned_is_never_the_one_within_reach() -> None:
         GROUP_A, "wmBack", "小王", "external", None, Stage.SPRINT, 1,
         [Fired(Signal.CHECKIN_DROP, "原因")], 0, 5, True,
     )  # fmt: skip
-    fresh = suggestion(None, cohort, risk, day, "李老师", (), 0)  # type: ignore[arg-type]
-    assert fresh[0] == "milestone.near"
-    again = suggestion(None, cohort, risk, day, "李老师", (), 0, frozenset({7}))  # type: ignore[arg-type]
+
+    def suggest(standing: Standing | None) -> tuple[str, str]:
+        return suggestion(None, cohort, risk, day, "李老师", (), 0, standing)  # type: ignore[arg-type]
+
+    def values(standing: Standing) -> tuple[object, object]:
+        found = values_for(None, cohort, risk, day, "李老师", 0, standing)  # type: ignore[arg-type]
+        return found["next_milestone"], found["days_to_milestone"]
+
+    assert suggest(None)[0] == "milestone.near"  # the streak, no badges
+    again = suggest(Standing(5, frozenset({7})))
     assert again[0] != "milestone.near" and "7天" not in again[1]
-    values = values_for(None, cohort, risk, day, "李老师", 0, frozenset({7}))  # type: ignore[arg-type]
-    assert (values["next_milestone"], values["days_to_milestone"]) == (14, 9)
+    assert values(Standing(5, frozenset({7}))) == (14, 9)
+    # Total basis: 12 check-in days in all (streak 5), the 7-day badge: 14 is two days away.
+    total = suggest(Standing(12, frozenset({7})))
+    assert total[0] == "milestone.near" and "14" in total[1]
+    assert values(Standing(12, frozenset({7}))) == (14, 2)
