@@ -16,7 +16,7 @@ def test_defaults() -> None:
     settings = parse_settings(base_config(), env={})
     assert settings.cards.font_path == "" and settings.cards.default_slogan == DEFAULT_CARD_SLOGAN
     assert settings.dashboard.password_env == "COHORTBOT_DASHBOARD_PASSWORD"
-    assert (settings.dashboard.quiet_days, settings.dashboard.chart_days) == (3, 14)
+    assert settings.dashboard.chart_days == 14
     assert settings.cohort("c1").slogan == ""
 
 
@@ -29,6 +29,8 @@ def test_values_and_cohort_slogan() -> None:
     settings = parse_settings(config, env={})
     assert settings.cards.font_path == "/fonts/x.ttc"
     assert settings.dashboard.password_env == "PW" and settings.dashboard.session_hours == 2
+    assert settings.dashboard.chart_days == 28
+    assert not hasattr(settings.dashboard, "quiet_days")  # read for old configs, not used
     assert settings.cohort("c1").slogan == "21天，遇见更好的自己"
 
 

@@ -26,7 +26,6 @@ class DashboardSettings:
     password_env: str = "COHORTBOT_DASHBOARD_PASSWORD"
     secret_env: str = "COHORTBOT_DASHBOARD_SECRET"
     session_hours: int = 12
-    quiet_days: int = 3
     chart_days: int = 14
 
 
@@ -44,8 +43,10 @@ def parse_dashboard(r: Reader) -> DashboardSettings:
         password_env=r.str_("password_env", DashboardSettings.password_env),
         secret_env=r.str_("secret_env", DashboardSettings.secret_env),
         session_hours=r.int_("session_hours", 12, 1, 24 * 30),
-        quiet_days=r.int_("quiet_days", 3, 1, 365),
         chart_days=r.int_("chart_days", 14, 2, 366),
     )
+    # No longer used: the quiet list is the churn radar's ([radar] silence_days and the other
+    # signals). Still read (and checked), so that a config written for it loads.
+    r.int_("quiet_days", 3, 1, 365)
     r.finish()
     return settings

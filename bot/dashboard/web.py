@@ -331,7 +331,6 @@ def _group_context(state: DashboardState, group: GroupSettings) -> dict[str, Any
             "day_text": _day_text(cohort.cohort_day(today), cohort.length_days),
             "members": members,
             "quiet": data.quiet_list(session, state.settings, group.chat_id, today),
-            "quiet_days": state.settings.dashboard.quiet_days,
             "boards": data.leaderboards(session, state.settings, members, cohort.id),
             "redemptions": data.pending_redemptions(session, state.settings, group.chat_id),
             "offers": data.open_offers(session, state.settings, group.chat_id),
