@@ -57,10 +57,15 @@ def activity_report(session: Session, settings: Settings, today: dict[str, date]
     for configured in settings.cohorts:
         day = today[configured.id]
         cohort = cohort_dates.effective(session, configured)  # 开营/结营 move the day numbers
+        n = cohort.cohort_day(day)
+        when = (
+            f"距开营还有 {1 - n} 天"
+            if n < 1
+            else f"已于 {cohort.end_date.isoformat()} 结营"
+            if n > cohort.length_days
+            else f"第 {n} 天"
+        )
         for group in cohort.groups:
-            title = (
-                f"【{cohort.course}｜{group.name or group.chat_id}】"
-                f"第 {cohort.cohort_day(day)} 天（{day.isoformat()}）"
-            )
+            title = f"【{cohort.course}｜{group.name or group.chat_id}】{when}（{day.isoformat()}）"
             parts.append(title + "\n" + group_report(session, cohort, group.chat_id, day))
     return "\n\n".join(parts)

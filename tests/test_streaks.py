@@ -12,7 +12,7 @@ from bot.cards.member import card_data
 from bot.clock import ManualClock
 from bot.outbound import Channel
 from bot.radar import evaluate
-from bot.report import group_report
+from bot.report import activity_report, group_report
 from handlers.digest import teacher_digest_job
 from handlers.streaks import parse_day, reminder_schedule, streak_reminder_job
 from storage import checkins, roster
@@ -231,6 +231,20 @@ async def test_streak_rules_before_the_start_on_the_last_day_and_after_the_end(b
         )
     (row,) = [line.split() for line in table.splitlines() if line.startswith("小明")]
     assert row[3:7] == ["2", "0", "2", "2"]  # 打卡, 作业, 连续打卡, 最长连续
+    with bot.db.session() as session:
+        titles = [
+            activity_report(session, bot.settings, {"c1": d, "ny": d}).splitlines()[0]
+            for d in (
+                local(2026, 10, 30).date(),
+                local(2026, 11, 3).date(),
+                local(2026, 11, 26).date(),
+            )
+        ]
+    assert titles == [
+        "【Python 21天入门｜一班】距开营还有 3 天（2026-10-30）",
+        "【Python 21天入门｜一班】第 2 天（2026-11-03）",
+        "【Python 21天入门｜一班】已于 2026-11-22 结营（2026-11-26）",
+    ]
 
 
 async def test_the_digest_uses_the_dates_a_leader_moved(bot: App) -> None:
