@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import tomllib
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bot import cli
+from bot.app import App
+from bot.config import load_settings
 from handlers.progress import parse_rows
+from storage import cohort_dates
 from tests.conftest import GROUP_A, base_config
 
 
@@ -76,6 +80,20 @@ def test_cli_import_digest_export(tmp_path: Path, database_url: str, capsys: Any
     target = tmp_path / "n.csv"
     assert cli.main(["--config", str(config), "export", "nudges", "--csv", str(target)]) == 0
     assert target.read_text("utf-8").startswith("id,cohort,group")
+    # With 结营 on 11-09 (day 8 of the configured 21), that day is the last: 结营期, not 进阶期.
+    settings = load_settings(config, env={})
+    app = App.open(settings)
+    try:
+        with app.db.unit_of_work_sync() as uow:
+            cohort_dates.set_dates(
+                uow.session, "c1", "leader1", datetime(2026, 11, 9, tzinfo=UTC),
+                end=date(2026, 11, 9),
+            )  # fmt: skip
+    finally:
+        app.close()
+    digest = ["--config", str(config), "digest", "--group", GROUP_A, "--date", "2026-11-09"]
+    assert cli.main(digest) == 0
+    assert "第8天（结营期）" in capsys.readouterr().out
 
 
 @pytest.fixture(autouse=True)

@@ -256,3 +256,11 @@ async def test_the_digest_uses_the_dates_a_leader_moved(bot: App) -> None:
     assert await teacher_digest_job(bot, "teacher1") >= 1
     digest = next(m.text for m in sent(bot) if m.to == "teacher1")
     assert "第8天（结营期）" in digest, digest[:200]
+
+
+async def test_the_lurker_list_counts_from_the_start_a_leader_moved(bot: App) -> None:
+    # 开营 moved from 11-02 to 11-05: on 11-08 小波, who never spoke, has been quiet 4 days, not 7.
+    await say(bot, "leader1", "/开营 2026-11-05", local(2026, 11, 1, 10))
+    (out,) = await say(bot, "leader1", "/潜水 1", local(2026, 11, 8, 10))
+    (line,) = [x for x in out.splitlines() if "小波" in x]
+    assert "未发言4天" in line, out
