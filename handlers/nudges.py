@@ -386,7 +386,7 @@ def _teacher_name(session: Session, cohort: CohortSettings, chat_id: str) -> str
 
 def days_left(cohort: CohortSettings, today: date) -> int:
     """Learning days left in the cohort, today included ("还剩1天" on the last day), 0 after."""
-    return max(0, (cohort.end_date - today).days + 1)
+    return cohort.days_left(today)
 
 
 def _teacher_names(

@@ -92,19 +92,19 @@ BASE = {"name": "小鱼", "course": "Python 28天实战训练营", "reviews": 0,
 
 def test_the_message_fits_where_the_learner_is() -> None:
     # Day 28 of 28 on a 17-day streak: no first-days welcome, no "come back", no "from today on".
-    last_day = _ids({**BASE, "day": 28, "days_left": 0, "streak": 17, "total": 24})
+    last_day = _ids({**BASE, "day": 28, "days_left": 1, "streak": 17, "total": 24})
     assert last_day and not last_day & {"start", "comeback", "course"}
     assert {"steady", "milestone", "habit", "sprint"} <= last_day
     # Day 2 with two check-ins: the first-days welcome, never the final stretch or a milestone.
-    day_two = _ids({**BASE, "day": 2, "days_left": 26, "streak": 2, "total": 2})
+    day_two = _ids({**BASE, "day": 2, "days_left": 27, "streak": 2, "total": 2})
     assert "start" in day_two and not day_two & {"sprint", "milestone", "comeback", "steady"}
     # Checked in again after a gap: the come-back message is among the candidates.
-    back = _ids({**BASE, "day": 12, "days_left": 16, "streak": 1, "total": 6})
+    back = _ids({**BASE, "day": 12, "days_left": 17, "streak": 1, "total": 6})
     assert "comeback" in back and not back & {"steady", "habit", "milestone", "start"}
 
 
 def test_a_learner_with_nothing_yet_gets_the_message_that_names_no_count() -> None:
-    nothing = {**BASE, "day": 10, "days_left": 18, "streak": 0, "total": 0, "points": 0}
+    nothing = {**BASE, "day": 10, "days_left": 19, "streak": 0, "total": 0, "points": 0}
     assert _ids(nothing) == {"anyday"}
     text = mentor.choose(nothing, "s")
     assert text.startswith("小鱼，这是《Python 28天实战训练营》的第10天。")

@@ -61,7 +61,7 @@ def card_data(
             "name": name,
             "course": cohort.course,
             "day": max(cohort_day, 1),
-            "days_left": max(cohort.length_days - max(cohort_day, 1), 0),
+            "days_left": cohort.days_left(today),  # as the nudges' {days_left}: 1 on the last day
             "streak": streak.current,
             "total": streak.total,
             "reviews": reviews,

@@ -68,6 +68,10 @@ class CohortSettings:
         """The last learning day of the cohort."""
         return self.start_date + timedelta(days=self.length_days - 1)
 
+    def days_left(self, today: date) -> int:
+        """Learning days left, today included ("还剩1天" on the last day), 0 after the end."""
+        return max(0, (self.end_date - today).days + 1)
+
     def streak_day(self, today: date) -> date:
         """The day a streak is measured at: today, or once the cohort is over the day after its
         last one (check-ins after the end are ordinary messages, so the streak stands)."""
