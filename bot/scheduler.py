@@ -185,21 +185,20 @@ class CohortScheduler:
         found: list[_Due] = []
         async with self.app.db.unit_of_work() as uow:
             moved = self._moved(uow)
-        for job in self.jobs:
-            if only is not None and job.id != only:
-                continue
-            nominal = self._daily_due(job, now, self._on(job, moved))
-            if nominal is not None:
-                run = Run(
-                    job.id,
-                    nominal,
-                    nominal.astimezone(job.tz).date(),
-                    job.chat_id,
-                    job.cohort_id,
-                    job.target,
-                )
-                found.append(_Due(job.id, nominal, job.fn, run))
-        async with self.app.db.unit_of_work() as uow:
+            for job in self.jobs:
+                if only is not None and job.id != only:
+                    continue
+                nominal = self._daily_due(job, now, self._on(job, moved))
+                if nominal is not None:
+                    run = Run(
+                        job.id,
+                        nominal,
+                        nominal.astimezone(job.tz).date(),
+                        job.chat_id,
+                        job.cohort_id,
+                        job.target,
+                    )
+                    found.append(_Due(job.id, nominal, job.fn, run))
             timers = schedule.pending_timers(uow.writer, now) if only is None else []
             for timer in timers:
                 tz = self._group_tz(timer.chat_id)
