@@ -77,7 +77,8 @@ def _read(path: Path, report: ImportReport) -> Iterator[tuple[Update, str]]:
             try:
                 line = raw.decode("utf-8").strip()
             except UnicodeDecodeError as exc:
-                report.errors.append((number, f"not UTF-8 text ({exc.reason})"))
+                reason = f"不是 UTF-8 文本（第 {exc.start + 1} 个字节无法解码）"
+                report.errors.append((number, reason))
                 continue
             if not line:
                 report.skipped += 1

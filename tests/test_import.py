@@ -50,13 +50,13 @@ async def test_bad_lines_reported_with_numbers_rest_imported(app: App, tmp_path:
     path.write_text("\n".join(sample_lines()) + "\n", encoding="utf-8")
     report = await import_file(app, path)
     assert report.errors == [
-        (2, "not JSON (Expecting property name enclosed in double quotes at column 2)"),
-        (3, "text message without text.content"),
-        (4, "msgtime must be milliseconds since the epoch"),
-        (6, "not a JSON object"),
-        (7, "missing msgid"),
-        (8, "unknown action 'explode'"),
-        (9, "recall without revoke.pre_msgid"),
+        (2, "不是合法的 JSON（第 2 列附近）"),
+        (3, "text 消息缺少 text.content"),
+        (4, "msgtime 应是毫秒时间戳（正整数）"),
+        (6, "不是 JSON 对象"),
+        (7, "缺少 msgid"),
+        (8, "action 只能是 send、recall 或 switch，这里是 'explode'"),
+        (9, "撤回消息缺少 revoke.pre_msgid"),
     ]
     assert (report.lines, report.imported, report.skipped, report.duplicates) == (11, 2, 2, 0)
     with app.db.session() as s:
@@ -136,7 +136,7 @@ async def test_non_utf8_file_is_reported_not_crashed(app: App, tmp_path: Path) -
     path.write_bytes(good.encode() + b"\n\xff\xfe broken\n")
     report = await import_file(app, path)
     assert report.imported == 1
-    assert report.errors == [(2, "not UTF-8 text (invalid start byte)")]
+    assert report.errors == [(2, "不是 UTF-8 文本（第 1 个字节无法解码）")]
 
 
 def test_cli_import_exit_codes_and_output(tmp_path: Path) -> None:
@@ -165,7 +165,7 @@ def test_cli_import_exit_codes_and_output(tmp_path: Path) -> None:
 
     first = run("import", str(chat))
     assert first.returncode == 1
-    assert f"{chat}:2: not JSON" in first.stderr
+    assert f"{chat}:2: 不是合法的 JSON" in first.stderr
     assert "导入 2，重复 0，跳过 2，格式错误 7" in first.stdout
     clean = tmp_path / "clean.jsonl"
     clean.write_text(sample_lines()[0] + "\n", encoding="utf-8")

@@ -16,7 +16,8 @@ from bot.updates import Door, Event, Update, UpdateKind, sender_kind_of
 
 
 class ArchiveFormatError(ValueError):
-    """A line that is not a usable archive message; the text says why."""
+    """A line that is not a usable archive message; the text says why, in Chinese: ``cohortbot
+    import`` shows it to the operator as ``FILE:LINE: reason``."""
 
 
 #: Senders that are bots (robots' ids start with "wb"); their own posts are not activity.
@@ -56,38 +57,38 @@ def parse_item(item: Any, door: Door = Door.ARCHIVE) -> Update | None:
     """One decrypted archive object to an update; None for items the bot ignores
     (``switch`` actions, posts by bots). Raises :class:`ArchiveFormatError` for malformed ones."""
     if not isinstance(item, Mapping):
-        raise ArchiveFormatError("not a JSON object")
+        raise ArchiveFormatError("不是 JSON 对象")
     msgid = item.get("msgid")
     if not isinstance(msgid, str) or not msgid:
-        raise ArchiveFormatError("missing msgid")
+        raise ArchiveFormatError("缺少 msgid")
     action = item.get("action", "send")
     if action == "switch":
         return None
     if action not in ("send", "recall"):
-        raise ArchiveFormatError(f"unknown action {action!r}")
+        raise ArchiveFormatError(f"action 只能是 send、recall 或 switch，这里是 {action!r}")
     sender = item.get("from")
     if not isinstance(sender, str) or not sender:
-        raise ArchiveFormatError("missing from")
+        raise ArchiveFormatError("缺少 from（发送者）")
     if sender.startswith(BOT_SENDER_PREFIX):
         return None
     msgtime = item.get("msgtime")
     if not isinstance(msgtime, int) or isinstance(msgtime, bool) or msgtime <= 0:
-        raise ArchiveFormatError("msgtime must be milliseconds since the epoch")
+        raise ArchiveFormatError("msgtime 应是毫秒时间戳（正整数）")
     try:
         sent_at = datetime.fromtimestamp(msgtime / 1000, tz=UTC)
     except (OverflowError, OSError, ValueError):
-        raise ArchiveFormatError(f"msgtime {msgtime} is out of range") from None
+        raise ArchiveFormatError(f"msgtime {msgtime} 超出范围") from None
     room = item.get("roomid", "") or ""
     if not isinstance(room, str):
-        raise ArchiveFormatError("roomid must be a string")
+        raise ArchiveFormatError("roomid 应是字符串")
     msgtype = item.get("msgtype", "")
     if not isinstance(msgtype, str) or not msgtype:
-        raise ArchiveFormatError("missing msgtype")
+        raise ArchiveFormatError("缺少 msgtype")
     name = item.get("from_name", "")
     if action == "send" and msgtype != "revoke":
         text = _text_of(msgtype, item)
         if msgtype == "text" and not isinstance(item.get("text"), Mapping):
-            raise ArchiveFormatError("text message without text.content")
+            raise ArchiveFormatError("text 消息缺少 text.content")
         # Every field checked above (msgid not empty, msgtime to an aware datetime).
         return Update.checked_message(
             door,
@@ -116,7 +117,7 @@ def parse_item(item: Any, door: Door = Door.ARCHIVE) -> Update | None:
     revoke = item.get("revoke")
     pre = revoke.get("pre_msgid") if isinstance(revoke, Mapping) else None
     if not isinstance(pre, str) or not pre:
-        raise ArchiveFormatError("recall without revoke.pre_msgid")
+        raise ArchiveFormatError("撤回消息缺少 revoke.pre_msgid")
     return Update(
         kind=UpdateKind.EVENT, event=Event.RECALL, event_data={"recalled_id": pre}, **common
     )
@@ -127,5 +128,5 @@ def parse_line(line: str, door: Door = Door.IMPORT) -> Update | None:
     try:
         item = json.loads(line)
     except json.JSONDecodeError as exc:
-        raise ArchiveFormatError(f"not JSON ({exc.msg} at column {exc.colno})") from None
+        raise ArchiveFormatError(f"不是合法的 JSON（第 {exc.colno} 列附近）") from None
     return parse_item(item, door)
