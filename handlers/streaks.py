@@ -146,17 +146,19 @@ async def makeup(update: Update, ctx: Context, call: Call) -> None:
         # The day's counters count it like any check-in, so the radar, the digest and the
         # report see the streak the learner sees (the rollup's triggers repair a sealed day).
         ctx.uow.activity.count((chat_id, member, day), checkins=1)
+    # After the cohort's end the streak (and the milestone it may complete) stands as at the end.
+    measured_at = cohort.streak_day(today)
     days = [c.day for c in checkins.of_member(ctx.session, cohort.id, member)]
-    streak = checkins.streak_of(days, today)
+    streak = checkins.streak_of(days, measured_at)
     await reply(
         update,
         ctx,
         f"已为{who}补卡 {day.strftime('%m-%d')}（补卡已用 {used + 1}/{limit} 张），"
-        f"当前连续打卡 {streak.current} 天。",
+        f"{'结营时' if today > cohort.end_date else '当前'}连续打卡 {streak.current} 天。",
         mentions=[member],
     )
     if chat_id:
-        await check_milestones(ctx, cohort, member, chat_id, today)
+        await check_milestones(ctx, cohort, member, chat_id, measured_at)
 
 
 @commands.command("我的", "me", usage="我的", summary="查看我的学习进度")

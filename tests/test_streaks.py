@@ -137,6 +137,18 @@ async def test_makeup_card_can_complete_a_milestone(bot: App) -> None:
     assert [m.key for m in congrats] == ["milestone:c1:wmKid:7"]
 
 
+async def test_makeup_after_the_end_measures_the_streak_at_the_end(bot: App) -> None:
+    # c1 ends 11-22. A card used on 11-25 for the missed 11-19 joins 11-16..11-22 into 7 days:
+    # the reply and the milestone check measure the streak as it stood at the end, not today.
+    for d in (16, 17, 18, 20, 21, 22):
+        await _checkin(bot, "wmKid", d)
+    out, congrats = await say(bot, "wmKid", "/补卡 11-19", local(2026, 11, 25, 10))
+    assert out == "已为你补卡 11-19（补卡已用 1/2 张），结营时连续打卡 7 天。"
+    assert "7天" in congrats
+    keys = [m.key for m in sent(bot) if m.channel is Channel.GROUP and m.key]
+    assert [k for k in keys if k.startswith("milestone:")] == ["milestone:c1:wmKid:7"]
+
+
 async def test_reminder_goes_to_streaks_of_three_not_checked_in_today(bot: App) -> None:
     for d in (3, 4, 5):
         await _checkin(bot, "wmKid", d)  # streak 3, not yet today (6th): reminded
