@@ -6,7 +6,8 @@ it has enough meaningful characters (seed 002: 80), is not about themselves, is 
 not a near-duplicate of their recent reviews (jieba tokens, Jaccard similarity), is the first
 rewarded review of that peer today, and is within the daily cap. The reviewed learner's
 ``reviews_received`` rises either way; a rejected review is answered with one short line saying
-why. An implicit (quote/@) message shorter than ``reviews.consider_from_chars`` is just chat.
+why (an implicit one rejected as too short only the first time that day). An implicit (quote/@)
+message shorter than ``reviews.consider_from_chars`` is just chat.
 """
 
 from __future__ import annotations
@@ -183,8 +184,16 @@ def verdict_text(ctx: Context, verdict: Verdict, reviewee: str, content: str) ->
 
 
 async def _judge_and_answer(
-    update: Update, ctx: Context, cohort: CohortSettings, reviewee: str, content: str
+    update: Update,
+    ctx: Context,
+    cohort: CohortSettings,
+    reviewee: str,
+    content: str,
+    implicit: bool = False,
 ) -> None:
+    """Judge a review and answer it, except a teacher's comment, and an implicit review that is
+    too short when the reviewer was already told so today: a friendly quote-reply is chat, and a
+    busy group should not hear the rule again and again."""
     day = ctx.facts.day
     assert day is not None
     result = judge(
@@ -201,6 +210,12 @@ async def _judge_and_answer(
         return
     verdict, _new = result
     if verdict.because == "staff":
+        return
+    if (
+        implicit
+        and verdict.because == "too_short"
+        and store.rejected_on(ctx.session, cohort.id, update.sender_id, day, "too_short") > 1
+    ):
         return
     await reply(
         update, ctx, verdict_text(ctx, verdict, reviewee, content), mentions=[update.sender_id]
@@ -305,7 +320,9 @@ async def detect_review(update: Update, ctx: Context) -> None:
         target = mentioned[0] if mentioned else None
     if target is None:
         return
-    await _judge_and_answer(update, ctx, cohort, target, update.text)
+    await _judge_and_answer(
+        update, ctx, cohort, target, update.text, implicit=not update.text.startswith("点评")
+    )
 
 
 @commands.command(

@@ -77,6 +77,21 @@ def rewarded_on(session: Session, cohort_id: str, reviewer_id: str, day: date) -
     return session.scalars(stmt).all()
 
 
+def rejected_on(session: Session, cohort_id: str, reviewer_id: str, day: date, because: str) -> int:
+    """How many of the reviewer's reviews of one learning day were rejected for ``because``."""
+    stmt = (
+        select(func.count())
+        .select_from(Review)
+        .where(
+            col(Review.cohort_id) == cohort_id,
+            col(Review.reviewer_id) == reviewer_id,
+            col(Review.day) == day,
+            col(Review.rejected_because) == because,
+        )
+    )
+    return int(session.scalar(stmt) or 0)
+
+
 def add(session: Session, review: Review) -> Review:
     """Insert a review and return it with its id."""
     session.add(review)

@@ -118,6 +118,24 @@ async def test_too_short_is_refused_but_the_peer_still_counts_it(bot: App) -> No
     assert _counter(bot, "wmKid") == (0, 0)
 
 
+async def test_a_short_implicit_review_is_told_the_rule_once_a_day(bot: App) -> None:
+    # A quote-reply of 20-79 characters is a review that is too short. The first one of the
+    # day is told why; later ones still count for the peer but the group does not hear the rule
+    # again. The explicit 点评 is always answered, and the next day the rule is told once more.
+    await _checkins(bot)
+    first = "写得很好，列表推导式的例子非常清楚，期待你明天继续分享更多的学习心得和代码"
+    again = "同感，这个对比讲得真清楚，我之前一直没想明白，今天看完终于懂了，谢谢分享"
+    assert len(await say(bot, "wmKid", first, DAY, quoted="ck-wmAmy")) == 1
+    assert await say(bot, "wmKid", again, DAY + timedelta(minutes=5), quoted="ck-wmAmy") == []
+    assert _counter(bot, "wmAmy") == (0, 2)
+    explicit = await say(bot, "wmKid", "/点评 @Amy " + again, DAY + timedelta(minutes=9))
+    assert explicit == [f"点评需至少80个有效字（这条{meaningful_chars(again)}字），这条不计积分。"]
+    await say(bot, "wmAmy", "#打卡", DAY + timedelta(days=1), msgid="ck-wmAmy-2")
+    told = await say(bot, "wmKid", first, DAY + timedelta(days=1, minutes=5), quoted="ck-wmAmy-2")
+    assert len(told) == 1
+    assert "点评需至少80个有效字" in told[0]
+
+
 async def test_short_chat_mentioning_a_peer_is_just_chat(bot: App) -> None:
     await _checkins(bot)
     assert await say(bot, "wmKid", "@Amy 加油！", DAY) == []
