@@ -272,15 +272,18 @@ def cmd_digest(args: argparse.Namespace) -> int:
     if cohort is None:
         print(f"没有配置群 {args.group}", file=sys.stderr)
         return 2
+    today = learning_day(SystemClock().now(), cohort.timezone, cohort.day_start_hour)
     try:
-        day = (
-            date.fromisoformat(args.date)
-            if args.date
-            else learning_day(SystemClock().now(), cohort.timezone, cohort.day_start_hour)
-        )
+        day = date.fromisoformat(args.date) if args.date else today
     except ValueError:
         print(f"日期格式应为 YYYY-MM-DD：{args.date}", file=sys.stderr)
         return 2
+    if day < today:
+        # The nudges' outcomes, redemptions and offers are kept as they stand, without history.
+        print(
+            f"注意：成功率、待处理兑换和待批准挽回方案是现在的状态，不是 {day} 当天的。",
+            file=sys.stderr,
+        )
     with _opened(settings) as app, app.db.unit_of_work_sync() as uow:
         cohort = cohort_dates.effective(uow.writer, cohort)  # as the teacher's digest does
         text = group_digests(uow.session, settings, cohort, [args.group], day, persist=False)

@@ -75,8 +75,12 @@ def test_cli_import_digest_export(tmp_path: Path, database_url: str, capsys: Any
         cli.main(["--config", str(config), "digest", "--group", GROUP_A, "--date", "2026-11-05"])
         == 0
     )
-    out = capsys.readouterr().out
-    assert "### 潜水预警" in out and "第4天" in out
+    past = capsys.readouterr()
+    assert "### 潜水预警" in past.out and "第4天" in past.out
+    # A past day (the real today is later): what has no history is said to be today's.
+    assert "成功率、待处理兑换和待批准挽回方案是现在的状态，不是 2026-11-05 当天的" in past.err
+    assert cli.main(["--config", str(config), "digest", "--group", GROUP_A]) == 0
+    assert "现在的状态" not in capsys.readouterr().err
     target = tmp_path / "n.csv"
     assert cli.main(["--config", str(config), "export", "nudges", "--csv", str(target)]) == 0
     assert target.read_text("utf-8").startswith("id,cohort,group")
