@@ -29,10 +29,9 @@ def group_report(session: Session, cohort: CohortSettings, chat_id: str, today: 
     totals = activity.totals_by_member(session, chat_id)
     days = checkins.days_by_member(session, cohort.id)
     rows = []
-    as_of = cohort.streak_day(today)  # after the end, the streaks as they ended
     for membership, member in roster.members_of(session, chat_id):
         t = totals.get(member.id, dict.fromkeys(activity.COUNTER_FIELDS, 0))
-        streak = checkins.streak_of(days.get(member.id, []), as_of)
+        streak = checkins.cohort_streak(days.get(member.id, []), today, cohort)
         last = membership.last_seen_at
         rows.append(
             (

@@ -130,7 +130,7 @@ async def checkin_command(update: Update, ctx: Context, call: Call) -> None:
         await reply(update, ctx, "训练营不在进行中，这条不计入打卡。")
         return
     days = [c.day for c in checkins.of_member(ctx.session, cohort.id, update.sender_id)]
-    streak = checkins.streak_of(days, day)
+    streak = checkins.cohort_streak(days, day, cohort)
     if ctx.facts.checkin_id is not None:
         text = f"✅ 打卡成功！第 {cohort_day} 天，已连续打卡 {streak.current} 天。"
     else:

@@ -63,9 +63,8 @@ def streak_ranking(ctx: Context, cohort: CohortSettings, today: date) -> list[tu
         days.setdefault(member, []).append(day)
         when[(member, day)] = (created, int(cid or 0))
     rows: list[tuple[int, date, datetime, int, str]] = []
-    as_of = cohort.streak_day(today)
     for member, ds in days.items():
-        streak = checkins.streak_of(ds, as_of)
+        streak = checkins.cohort_streak(ds, today, cohort)
         if streak.current <= 0:
             continue
         last = streak.run_days[-1]

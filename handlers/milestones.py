@@ -38,7 +38,7 @@ async def check_milestones(
     basis = ctx.settings.streaks.milestone_basis
     # The writer: check-ins and badges are written directly, never buffered (see storage.uow).
     days = checkins.days_of(ctx.uow.writer, cohort.id, member_id)
-    streak = checkins.streak_of(days, day)
+    streak = checkins.cohort_streak(days, day, cohort)
     value = streak.total if basis == "total" else streak.current
     reached = []
     for milestone in cohort.milestone_days:

@@ -168,7 +168,7 @@ def standings(
     the check-in days) read once for the whole cohort."""
     earned = milestones.earned_by_member(session, cohort.id)
     totals = (
-        checkins.totals_by_member(session, cohort.id)
+        checkins.totals_by_member(session, cohort)
         if settings.streaks.milestone_basis == "total"
         else None
     )

@@ -213,7 +213,7 @@ def streak_rules_text(ctx: Context, cohort: CohortSettings, member_id: str, toda
     make-up cards used."""
     days = [c.day for c in checkins.of_member(ctx.session, cohort.id, member_id)]
     end = cohort.end_date
-    streak = checkins.streak_of(days, cohort.streak_day(today))
+    streak = checkins.cohort_streak(days, today, cohort)
     cards = streaks.used(ctx.session, cohort.id, member_id)
     limit = ctx.settings.streaks.makeup_cards
     lines = [f"连续打卡 {streak.current} 天（最长 {streak.longest} 天，累计 {streak.total} 天）"]

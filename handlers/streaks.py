@@ -149,7 +149,7 @@ async def makeup(update: Update, ctx: Context, call: Call) -> None:
     # After the cohort's end the streak (and the milestone it may complete) stands as at the end.
     measured_at = cohort.streak_day(today)
     days = [c.day for c in checkins.of_member(ctx.session, cohort.id, member)]
-    streak = checkins.streak_of(days, measured_at)
+    streak = checkins.cohort_streak(days, today, cohort)
     await reply(
         update,
         ctx,
@@ -251,7 +251,7 @@ async def send_streak_reminders(ctx: Context, cohort_id: str | None = None) -> i
             for membership, member in roster.members_of(ctx.session, group.chat_id):
                 if membership.left_at is not None or member.id in group.teachers:
                     continue
-                streak = checkins.streak_of(days_by_member.get(member.id, []), today)
+                streak = checkins.cohort_streak(days_by_member.get(member.id, []), today, cohort)
                 if streak.current >= rules.reminder_min_streak and not streak.checked_today:
                     at_risk.append((member.id, member.name or member.id, streak.current))
             if not at_risk:

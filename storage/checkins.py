@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import UniqueConstraint, bindparam, delete, func, select
 from sqlalchemy.orm import Session
@@ -112,11 +112,16 @@ def of_member(session: Session, cohort_id: str, member_id: str) -> Sequence[Chec
     return session.scalars(stmt).all()
 
 
-def totals_by_member(session: Session, cohort_id: str) -> dict[str, int]:
-    """Every member's check-in days in a cohort, counted, by member id."""
+def totals_by_member(session: Session, cohort: CohortDates) -> dict[str, int]:
+    """Every member's check-in days in a cohort that count (see :func:`cohort_streak`), by
+    member id."""
     stmt = (
         select(col(CheckIn.member_id), func.count())
-        .where(col(CheckIn.cohort_id) == cohort_id)
+        .where(
+            col(CheckIn.cohort_id) == cohort.id,
+            col(CheckIn.day) >= cohort.start_date,
+            col(CheckIn.day) <= cohort.end_date,
+        )
         .group_by(col(CheckIn.member_id))
     )
     return {member_id: int(n) for member_id, n in session.execute(stmt).all()}
@@ -150,6 +155,27 @@ class Streak:
     def at_risk(self) -> bool:
         """Alive but not yet extended today."""
         return self.current > 0 and not self.checked_today
+
+
+class CohortDates(Protocol):
+    """What a streak needs of a cohort (``bot.config.CohortSettings``, with a leader's 开营/结营
+    applied)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def start_date(self) -> date: ...
+    @property
+    def end_date(self) -> date: ...
+    def streak_day(self, today: date) -> date: ...
+
+
+def cohort_streak(days: Iterable[date], today: date, cohort: CohortDates) -> Streak:
+    """The streak a cohort counts, as of ``today``: only check-in days from its start to its end
+    count (a check-in made before a leader moved 开营 later, or after an earlier 结营, stays
+    stored but does not count), and after the end the streak stands as it was at the end."""
+    start, end = cohort.start_date, cohort.end_date
+    return streak_of([d for d in days if start <= d <= end], cohort.streak_day(today))
 
 
 def streak_of(days: Iterable[date], today: date) -> Streak:

@@ -16,6 +16,7 @@ from bot.report import activity_report, group_report
 from handlers.digest import teacher_digest_job
 from handlers.streaks import parse_day, reminder_schedule, streak_reminder_job
 from storage import checkins, roster
+from storage.cohort_dates import effective
 from storage.activity import DailyCounter
 from tests.builders import local
 from tests.chat import bot, make_settings, open_bot, say, sent
@@ -276,3 +277,27 @@ async def test_the_lurker_list_counts_from_the_start_a_leader_moved(bot: App) ->
     (out,) = await say(bot, "leader1", "/潜水 1", local(2026, 11, 8, 10))
     (line,) = [x for x in out.splitlines() if "小波" in x]
     assert "未发言4天" in line, out
+
+
+async def test_checkins_before_a_start_moved_later_do_not_count(bot: App) -> None:
+    # 小明 checks in on 11-02..11-04, then 开营 moves to 11-05: those days stay stored but no
+    # streak, total, board or milestone counts them (11-08 is day 4, not a 7-day streak).
+    for d in (2, 3, 4):
+        await _checkin(bot, "wmKid", d)
+    await say(bot, "leader1", "/开营 2026-11-05", local(2026, 11, 4, 12))
+    (mine,) = await say(bot, "wmKid", "/我的", local(2026, 11, 4, 13))
+    assert "连续打卡 0 天（最长 0 天，累计 0 天）" in mine
+    assert "训练营 11-05 开营，从那天起打卡计入连续" in mine
+    (first,) = await say(bot, "wmKid", "/打卡", local(2026, 11, 5, 9))
+    assert first == "✅ 打卡成功！第 1 天，已连续打卡 1 天。"
+    for d in (6, 7, 8):
+        await _checkin(bot, "wmKid", d)
+    assert not [m for m in sent(bot) if m.key.startswith("milestone:")]
+    (board,) = await say(bot, "wmKid", "/排行 连续", local(2026, 11, 8, 10))
+    assert "1. 小明 4天" in board
+    assert _days(bot, "wmKid") == [2, 3, 4, 5, 6, 7, 8]
+    with bot.db.session() as session:
+        cohort = effective(session, bot.settings.cohort("c1"))
+        card = card_data(session, bot.settings, cohort, "wmKid", local(2026, 11, 8).date())
+        totals = checkins.totals_by_member(session, cohort)
+    assert (card.streak, card.total_checkins, totals["wmKid"]) == (4, 4, 4)

@@ -49,7 +49,7 @@ def card_data(
     """The numbers on ``member_id``'s card as of the learning day ``today``."""
     name = roster.names(session, [member_id])[member_id]
     days = [c.day for c in checkins.of_member(session, cohort.id, member_id)]
-    streak = checkins.streak_of(days, cohort.streak_day(today))
+    streak = checkins.cohort_streak(days, today, cohort)
     reviews = activity.member_sum(
         session, [g.chat_id for g in cohort.groups], member_id, "reviews_given"
     )

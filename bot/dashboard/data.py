@@ -113,11 +113,10 @@ def members(
     cohort = cohort_dates.effective(session, settings.cohort(group.cohort_id))
     totals = activity.totals_by_member(session, group.chat_id)
     days = checkins.days_by_member(session, cohort.id)
-    as_of = cohort.streak_day(today)  # after the end, the streaks as they ended
     rows = []
     for membership, member in roster.members_of(session, group.chat_id):
         t = totals.get(member.id, dict.fromkeys(activity.COUNTER_FIELDS, 0))
-        streak = checkins.streak_of(days.get(member.id, []), as_of)
+        streak = checkins.cohort_streak(days.get(member.id, []), today, cohort)
         rows.append(
             MemberRow(
                 member_id=member.id,
