@@ -279,17 +279,22 @@ def _mentioned_ids(ctx: Context, update: Update) -> list[str]:
 
 
 def _target(ctx: Context, update: Update, cohort: CohortSettings, day: date) -> str | None:
-    """The learner whose recent check-in this message quotes or @-mentions, if any."""
+    """The learner whose recent check-in this message quotes or @-mentions, if any. Quoting
+    one's own check-in (to add to it) is chat, not a self-review."""
     if update.quoted_message_id:
         ns = update.door.namespace
         quoted = checkins.by_message(ctx.session, f"{ns}:{update.quoted_message_id}")
         if quoted is not None and quoted.day in (day, day - timedelta(days=1)):
-            return quoted.member_id
+            return quoted.member_id if quoted.member_id != update.sender_id else None
         author = update.quoted_author_id
         if author is None:
             stored = messages.get(ctx.session, ns, update.quoted_message_id)
             author = stored.sender_id if stored is not None else None
-        if author and _checked_in_recently(ctx, cohort.id, author, day):
+        if (
+            author
+            and author != update.sender_id
+            and _checked_in_recently(ctx, cohort.id, author, day)
+        ):
             return author
     if "@" in update.text or update.mentions:
         for member in _mentioned_ids(ctx, update):

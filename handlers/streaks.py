@@ -56,10 +56,25 @@ def parse_day(word: str, today: date) -> date | None:
             day = date(year, int(m.group("m")), int(m.group("d")))
         except ValueError:
             return None
-        if "y" not in m.groupdict() and day > today:
-            day = day.replace(year=year - 1)  # "12-30" typed on Jan 2nd
+        if "y" not in m.groupdict():
+            # Without a year, the nearest such date: "12-30" typed on Jan 2nd is last year's,
+            # "11-09" typed on 11-06 is this year's (a future day, refused as one).
+            near = [c for c in _same_day_of_year(day, year) if c is not None]
+            day = min(near, key=lambda c: abs((c - today).days))
         return day
     return None
+
+
+def _same_day_of_year(day: date, year: int) -> list[date | None]:
+    """``day`` in the year before, its own year and the year after (None where it does not
+    exist: 02-29)."""
+    out: list[date | None] = []
+    for y in (year - 1, year, year + 1):
+        try:
+            out.append(day.replace(year=y))
+        except ValueError:
+            out.append(None)
+    return out
 
 
 def _missed_days(ctx: Context, cohort: CohortSettings, member: str, today: date) -> list[date]:

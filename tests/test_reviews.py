@@ -107,6 +107,14 @@ async def test_self_review_is_refused(bot: App) -> None:
     assert balance(bot, "wmKid") == 2
 
 
+async def test_quoting_ones_own_checkin_to_add_to_it_is_chat(bot: App) -> None:
+    await _checkins(bot)
+    assert await say(bot, "wmKid", REVIEWS[0], DAY, quoted="ck-wmKid") == []
+    assert _counter(bot, "wmKid") == (0, 0)
+    with bot.db.session() as s:
+        assert review_store.rejected_on(s, "c1", "wmKid", DAY.date(), "self") == 0
+
+
 async def test_too_short_is_refused_but_the_peer_still_counts_it(bot: App) -> None:
     await _checkins(bot)
     text = "写得很好，列表推导式的例子非常清楚，期待你明天继续分享更多的学习心得和代码"

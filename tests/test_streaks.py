@@ -16,8 +16,8 @@ from bot.report import activity_report, group_report
 from handlers.digest import teacher_digest_job
 from handlers.streaks import parse_day, reminder_schedule, streak_reminder_job
 from storage import checkins, roster
-from storage.cohort_dates import effective
 from storage.activity import DailyCounter
+from storage.cohort_dates import effective
 from tests.builders import local
 from tests.chat import bot, make_settings, open_bot, say, sent
 from tests.conftest import GROUP_A
@@ -66,7 +66,12 @@ def test_parse_day() -> None:
     assert parse_day("11-03", today) == local(2026, 11, 3).date()
     assert parse_day("11月3日", today) == local(2026, 11, 3).date()
     assert parse_day("昨天", today) == local(2026, 11, 5).date()
-    assert parse_day("12-30", today) == local(2025, 12, 30).date()
+    # Without a year, the nearest such date: a future day stays in the future (and is refused
+    # as one), a date just over New Year is last year's.
+    assert parse_day("11-09", today) == local(2026, 11, 9).date()
+    assert parse_day("12-30", today) == local(2026, 12, 30).date()
+    assert parse_day("12-30", local(2027, 1, 2).date()) == local(2026, 12, 30).date()
+    assert parse_day("1月2日", local(2026, 12, 30).date()) == local(2027, 1, 2).date()
     assert parse_day("13-45", today) is None
     assert parse_day("明天吧", today) is None
 
@@ -111,6 +116,9 @@ async def test_makeup_refusals(bot: App) -> None:
         "补卡只能补过去漏打的日子，今天请直接打卡哦。"
     ]
     assert await say(bot, "wmKid", "/补卡 2026-11-09", at) == [
+        "补卡只能补过去漏打的日子，今天请直接打卡哦。"
+    ]
+    assert await say(bot, "wmKid", "/补卡 11-09", at) == [
         "补卡只能补过去漏打的日子，今天请直接打卡哦。"
     ]
     assert await say(bot, "wmKid", "/补卡 11-01", at) == ["11-01 不在训练营日期内，不能补卡。"]
