@@ -82,6 +82,7 @@ def timer_kinds() -> dict[str, JobFn]:
     return {
         **rhythm.TIMERS,
         **nudge_handlers.TIMERS,  # each planned nudge is sent at its own minute
+        **milestones.TIMERS,  # a congratulation due in quiet hours
     }
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import date, time, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
@@ -88,15 +88,25 @@ def milestones_reached_today(
 
 
 def milestones_by_chat(
-    session: Session, cohort: CohortSettings, chat_ids: Sequence[str], day: date
+    session: Session,
+    cohort: CohortSettings,
+    chat_ids: Sequence[str],
+    day: date,
+    now: datetime | None = None,
 ) -> dict[str, list[tuple[str, int]]]:
-    """:func:`milestones_reached_today` of these groups, in two queries."""
-    start = day_start(day, cohort.timezone, cohort.day_start_hour)
+    """:func:`milestones_reached_today` of these groups, in two queries.
+
+    A digest sent during learning day ``day`` (``now``) lists the 24 hours before it, so a
+    night owl's milestone at 00:30, after the evening's digest but in the same learning day, is
+    in the next evening's; a digest of a past day lists that learning day."""
+    end = day_start(day, cohort.timezone, cohort.day_start_hour) + timedelta(days=1)
+    if now is not None and now < end:
+        end = now
     stmt = select(Badge).where(
         col(Badge.cohort_id) == cohort.id,
         one_of(session, col(Badge.chat_id), chat_ids),
-        col(Badge.created_at) >= start,
-        col(Badge.created_at) < start + timedelta(days=1),
+        col(Badge.created_at) >= end - timedelta(days=1),
+        col(Badge.created_at) < end,
     )
     badges = session.scalars(stmt.order_by(col(Badge.id))).all()
     names = roster.names(session, [b.member_id for b in badges])
@@ -366,12 +376,16 @@ class Prefetched:
 
 
 def prefetch(
-    session: Session, cohort: CohortSettings, radars: Sequence[GroupRadar], day: date
+    session: Session,
+    cohort: CohortSettings,
+    radars: Sequence[GroupRadar],
+    day: date,
+    now: datetime | None = None,
 ) -> Prefetched:
     shown = [m.member_id for g in radars for m in g.flagged[:MAX_QUIET_LINES]]
     return Prefetched(
         points.balances_of(session, cohort.id, shown),
-        milestones_by_chat(session, cohort, [g.chat_id for g in radars], day),
+        milestones_by_chat(session, cohort, [g.chat_id for g in radars], day, now),
         pending_redemptions_by_chat(session, cohort),
     )
 
@@ -394,8 +408,10 @@ def group_digests(
     chat_ids: Sequence[str],
     day: date,
     persist: bool = True,
+    now: datetime | None = None,
 ) -> dict[str, str]:
-    """The digest markdown of each of these groups on learning day ``day``."""
+    """The digest markdown of each of these groups on learning day ``day``, sent at ``now``
+    (None: after that day; see :func:`milestones_by_chat`)."""
     # The changed flag states are saved while the digests are rendered (below).
     unsaved: list[dict[str, Any]] = []
     radar = evaluate(session, settings, cohort, chat_ids, day, persist=persist, unsaved=unsaved)
@@ -414,7 +430,7 @@ def group_digests(
     names: dict[str, str] = {}
     for g in radar.values():
         names.update(g.names(wanted))
-    prefetched = prefetch(session, cohort, list(radar.values()), day)
+    prefetched = prefetch(session, cohort, list(radar.values()), day, now)
     yesterday_by_chat: dict[str, list[nudge_store.Nudge]] = {}
     for x in yesterday:
         yesterday_by_chat.setdefault(x.chat_id, []).append(x)
@@ -508,7 +524,7 @@ async def send_digests(ctx: Context, teacher_id: str, cohort_id: str | None = No
             continue
         cohort = cohort_dates.effective(ctx.uow.writer, cohort)  # 开营/结营: stages, day numbers
         day = learning_day(now, cohort.timezone, cohort.day_start_hour)
-        digests = group_digests(ctx.session, ctx.settings, cohort, chat_ids, day)
+        digests = group_digests(ctx.session, ctx.settings, cohort, chat_ids, day, now=now)
         for chat_id in chat_ids:
             for i, part in enumerate(split_markdown(digests[chat_id])):
                 await ctx.send(

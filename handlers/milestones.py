@@ -6,25 +6,30 @@ per milestone: the badge's unique constraint decides, so a redelivered message o
 replica finds the badge taken and does nothing.
 
 The evidence card image (SPEC §9, issue 7) plugs in through ``ctx.card_maker``; without one the
-congratulation is text only.
+congratulation is text only. In quiet hours (SPEC §6) the badge and the bonus are given at once
+and the post waits for the quiet hours' end (a timer).
 """
 
 from __future__ import annotations
 
 from datetime import date
+from typing import Any
 
 from bot.config import CohortSettings
 from bot.context import Context
 from bot.dispatcher import Router, in_cohort_group
+from bot.jobs import JobFn, Run, quiet_hours
 from bot.outbound import Channel, Kind, Outbound
 from bot.updates import Update
 from handlers import points as points_handlers
 from scripts_library.toml_scripts import render
-from storage import checkins, roster
+from storage import checkins, roster, schedule
 from storage import milestones as store
 from storage import points as ledger
 
 router = Router("milestones")
+#: A congratulation due in quiet hours, posted when they end.
+TIMER_POST = "milestones.post"
 
 
 async def check_milestones(
@@ -86,13 +91,32 @@ async def _celebrate(
     # The last milestone has no "see you at the next one"; no bonus, no "奖励0积分".
     script = "final" if milestone == max(cohort.milestone_days) else "congratulation"
     text = render("milestones", script if bonus else f"{script}_no_bonus", seed=key, **fields)
+    post = {"text": text, "key": key, "fields": {**fields, "member_id": member_id}}
+    quiet = quiet_hours(ctx.settings)
+    if quiet.contains(ctx.clock.now(), cohort.timezone):
+        # Quiet hours (SPEC §6): the badge and the bonus are the learner's now, the post waits.
+        when = quiet.postpone(ctx.clock.now(), cohort.timezone)
+        schedule.add_timer(ctx.session, key, TIMER_POST, when, ctx.clock.now(), chat_id, post)
+        return
+    await _post(ctx, cohort, chat_id, post)
+
+
+async def _post(ctx: Context, cohort: CohortSettings, chat_id: str, post: dict[str, Any]) -> None:
+    """The congratulation (and the member's card) in the group."""
+    fields = post["fields"]
+    member_id = str(fields["member_id"])
+    key = str(post["key"])
     await ctx.send(
-        Outbound(channel=Channel.GROUP, to=chat_id, text=text, mentions=(member_id,), key=key)
+        Outbound(
+            channel=Channel.GROUP,
+            to=chat_id,
+            text=str(post["text"]),
+            mentions=(member_id,),
+            key=key,
+        )
     )
     if ctx.card_maker is not None:
-        card = ctx.card_maker(
-            ctx, "milestone", {**fields, "member_id": member_id, "cohort_id": cohort.id}
-        )
+        card = ctx.card_maker(ctx, "milestone", {**fields, "cohort_id": cohort.id})
         if card:
             await ctx.send(
                 Outbound(
@@ -103,6 +127,18 @@ async def _celebrate(
                     key=f"{key}:card",
                 )
             )
+
+
+async def queued_post(ctx: Context, run: Run) -> None:
+    """A congratulation that waited for the quiet hours to end."""
+    assert run.chat_id
+    cohort = ctx.cohort or ctx.settings.cohort_of(run.chat_id)
+    if cohort is not None:
+        await _post(ctx, cohort, run.chat_id, run.payload)
+
+
+#: Timer kind -> function (wired in :func:`bot.app.timer_kinds`).
+TIMERS: dict[str, JobFn] = {TIMER_POST: queued_post}
 
 
 @router.message(in_cohort_group, lambda u, c: c.facts.checkin_id is not None)

@@ -10,6 +10,8 @@ from bot.app import App
 from bot.clock import ManualClock
 from bot.context import Context
 from bot.outbound import Channel, Kind
+from bot.scheduler import CohortScheduler
+from handlers.digest import teacher_digest_job
 from scripts_library.toml_scripts import ScriptError, fields_of, load, render
 from storage import milestones
 from tests.builders import local
@@ -58,6 +60,50 @@ async def test_the_card_seam(bot: App) -> None:
     images = [m for m in sent(bot) if m.kind is Kind.IMAGE]
     assert len(images) == 1 and images[0].card == {"fake": "milestone"}
     assert seen[0][0] == "milestone" and seen[0][1]["days"] == 7
+
+
+async def test_in_quiet_hours_the_post_waits_and_the_badge_does_not(bot: App) -> None:
+    # The 7th check-in at 23:40: badge and bonus at once; the post (and card) at 07:30.
+    bot.pipeline.card_maker = lambda ctx, kind, fields: {"fake": kind, **fields}
+    await _streak(bot, "wmKid", 6)
+    await say(bot, "wmKid", "#打卡 第7天", local(2026, 11, 8, 23, 40), msgid="late")
+    assert [m for m in sent(bot) if m.channel is Channel.GROUP] == []
+    assert balance(bot, "wmKid") == 7 * 2 + 10
+    with bot.db.session() as s:
+        assert [b.milestone for b in milestones.of_member(s, "c1", "wmKid")] == [7]
+    clock = bot.clock
+    assert isinstance(clock, ManualClock)
+    scheduler = CohortScheduler(bot, jobs=[])
+    await scheduler.run_until(clock, local(2026, 11, 9, 7, 29))
+    assert [m for m in sent(bot) if m.channel is Channel.GROUP] == []
+    await scheduler.run_until(clock, local(2026, 11, 9, 7, 31))
+    text, card = [m for m in sent(bot) if m.channel is Channel.GROUP]
+    assert (text.key, text.mentions) == ("milestone:c1:wmKid:7", ("wmKid",))
+    assert "小明" in text.text and "7" in text.text
+    assert card.kind is Kind.IMAGE and card.card is not None
+    assert (card.card["fake"], card.card["member_id"], card.card["days"]) == (
+        "milestone",
+        "wmKid",
+        7,
+    )
+    await scheduler.run_until(clock, local(2026, 11, 10, 8, 0))
+    assert len([m for m in sent(bot) if m.channel is Channel.GROUP]) == 2  # posted once
+
+
+async def test_a_night_owls_milestone_is_in_the_next_evenings_digest(bot: App) -> None:
+    # The 7th check-in at 00:30 on 11-09 counts for learning day 11-08, whose digest went out
+    # at 21:40 the evening before: the digest of 11-09 lists it (it used to be in neither).
+    await _streak(bot, "wmKid", 6)
+    clock = bot.clock
+    assert isinstance(clock, ManualClock)
+    clock.set(local(2026, 11, 8, 21, 40))
+    await teacher_digest_job(bot, "teacher1")
+    await say(bot, "wmKid", "#打卡 第7天", local(2026, 11, 9, 0, 30), msgid="night")
+    clock.set(local(2026, 11, 9, 21, 40))
+    await teacher_digest_job(bot, "teacher1")
+    digests = [m.text for m in sent(bot) if m.to == "teacher1"]
+    assert "### 今日里程碑\n无" in digests[0]
+    assert "### 今日里程碑\n小明（第7天）" in digests[-1]
 
 
 def test_every_script_renders_with_sample_values() -> None:
