@@ -40,6 +40,7 @@ from handlers.nudges import (
     first_usable,
     group_of,
     group_values,
+    never_spoke,
     rotation,
     scenarios_for,
     scenarios_of,
@@ -215,7 +216,7 @@ class Suggestions:
         key = (
             shared[1], tuple([f.signal for f in risk.fired]), risk.stage, risk.level, near,
             risk.holding, nxt is not None, name is not None and name != "",
-            balance is not None and balance != "",
+            bool(balance), never_spoke(risk, self.cohort, self.day),
         )  # fmt: skip
         plan = self._plans.get(key, self)
         if plan is self:
@@ -245,9 +246,16 @@ class Suggestions:
         return "—", ""  # pragma: no cover - a plan has a usable variant
 
     def _plan(self, key: tuple[Any, ...]) -> Any:
-        filled, signals, stage, level, near, holding, has_next, has_name, has_points = key
+        filled, signals, stage, level, near, holding, has_next, has_name, has_points, silent = key
         scenarios = scenarios_of(
-            frozenset(signals), stage, level, near, holding, self.weekend, bool(self.postcards)
+            frozenset(signals),
+            stage,
+            level,
+            near,
+            holding,
+            self.weekend,
+            bool(self.postcards),
+            silent,
         )
         present = set(filled) | {"days_quiet", "streak", "stage"}
         present |= {"next_milestone", "days_to_milestone"} if has_next else set()

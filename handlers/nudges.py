@@ -201,8 +201,17 @@ def scenarios_for(
             risk.holding,
             today.weekday() >= 5,
             postcards,
+            never_spoke(risk, cohort, today),
         )
     )
+
+
+def never_spoke(risk: MemberRisk, cohort: CohortSettings, today: date) -> bool:
+    """Whether the learner has said nothing since joining the cohort (or since its start): the
+    radar's days quiet then cover every day they have been in it."""
+    joined = risk.joined_day if risk.joined_day and risk.joined_day > cohort.start_date else None
+    present = (today - (joined or cohort.start_date)).days + 1
+    return present > 0 and risk.days_quiet >= present
 
 
 @lru_cache(maxsize=4096)
@@ -214,9 +223,11 @@ def scenarios_of(
     holding: bool,
     weekend: bool,
     postcards: bool,
+    silent_throughout: bool = False,
 ) -> tuple[str, ...]:
     """:func:`scenarios_for` from the few facts it depends on (a digest asks for 60,000
-    learners; their combinations number in the hundreds)."""
+    learners; their combinations number in the hundreds). ``silent_throughout``: the learner
+    never spoke (:func:`never_spoke`)."""
     out: list[str] = []
     if stage is Stage.AFTER:
         out += ["reactivation", "next_cohort"]
@@ -224,11 +235,18 @@ def scenarios_of(
         out.append("high_risk_care")
     if Signal.IGNORED_NUDGE in s:
         out.append("ignored_nudge")
+    if silent_throughout and Signal.SILENCE in s:
+        # Only scripts that assume no participation: not the stage pushes ("你前面打下的基础很扎
+        # 实"), nor broken streaks or missed check-ins of someone who never checked in.
+        out += ["never_spoken", "long_silence"]
+        if postcards:
+            out.append("knowledge_postcard")
+        return tuple(dict.fromkeys(out))
     # A missing introduction matters most in the first week; later, for a learner who does
     # speak, it ranks after their streak, milestone and volume (below).
     early = stage in (Stage.NEWCOMER, Stage.ADAPTING)
-    if Signal.NO_INTRO in s and (early or Signal.SILENCE in s):
-        out.append("never_spoken" if Signal.SILENCE in s else "no_intro")
+    if Signal.NO_INTRO in s and early:
+        out.append("no_intro")
     if Signal.SILENCE in s:
         stage_specific = {
             Stage.ADAPTING: "slump",
@@ -250,7 +268,7 @@ def scenarios_of(
         out.append("volume_drop")
     if Signal.LOW_PROGRESS in s:
         out += ["low_progress", "homework_missing"]
-    if Signal.NO_INTRO in s and not early and Signal.SILENCE not in s:
+    if Signal.NO_INTRO in s and not early:
         out.append("no_intro")
     if holding:
         out.append("after_leave")
@@ -424,7 +442,7 @@ def values_for(
         "name": risk.name,
         "days_quiet": risk.days_quiet,
         "streak": risk.streak,
-        "points": balance,
+        "points": balance or None,  # no script says "你已经有0积分了"
         **group_values(cohort, risk.chat_id, today, teacher),
         "stage": STAGE_LABELS[risk.stage],
     }

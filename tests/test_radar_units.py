@@ -314,10 +314,17 @@ def test_a_learner_who_never_spoke_gets_a_never_spoken_script_in_every_running_s
         (Stage.SPRINT, date(2026, 11, 17)),
         (Stage.CLOSING, date(2026, 11, 21)),
     ]:
+        quiet = cohort.cohort_day(day)  # every day of the cohort so far
         risk = MemberRisk(
-            GROUP_A, "wmSilent", "小王", "external", None, stage, 2, fired, 9, 0, True
+            GROUP_A, "wmSilent", "小王", "external", None, stage, 2, fired, quiet, 0, True
         )
         chosen[stage] = suggestion(None, cohort, risk, day, "李老师", (), 0)[0]  # type: ignore[arg-type]
+        # Someone who spoke in the first days and then went quiet is not "never spoken".
+        spoke = MemberRisk(
+            GROUP_A, "wmGone", "小冷", "external", None, stage, 2, fired, quiet - 2, 0, True
+        )
+        later = suggestion(None, cohort, spoke, day, "李老师", (), 0)[0]  # type: ignore[arg-type]
+        assert not later.startswith("never.spoken"), (stage, later)
     assert chosen == {
         Stage.NEWCOMER: "never.spoken",
         Stage.ADVANCING: "never.spoken.late",
@@ -388,3 +395,31 @@ def test_a_milestone_already_earned_is_never_the_one_within_reach() -> None:
     total = suggest(Standing(12, frozenset({7})))
     assert total[0] == "milestone.near" and "14" in total[1]
     assert values(Standing(12, frozenset({7}))) == (14, 2)
+
+
+def test_scripts_for_a_learner_who_never_spoke_assume_no_participation() -> None:
+    """Once the never-spoken variants were used up, 小默 got the sprint's "你前面打下的基础很
+    扎实" and "你已经有0积分了": only scripts that assume nothing are left for them."""
+    from bot.radar import Signal
+    from handlers.nudges import scenarios_of
+
+    signals = frozenset([Signal.SILENCE, Signal.NO_INTRO, Signal.NO_CHECKIN])
+    never = scenarios_of(signals, Stage.SPRINT, 2, False, False, False, False, True)
+    assert never == ("never_spoken", "long_silence")
+    spoke = scenarios_of(signals, Stage.SPRINT, 2, False, False, False, False, False)
+    assert spoke[:2] == ("sprint_push", "long_silence") and "missed_checkins" in spoke
+
+
+def test_no_script_names_a_balance_of_zero() -> None:
+    from bot.radar import Fired, MemberRisk, Signal
+    from handlers.nudges import values_for
+    from tests.conftest import GROUP_A
+
+    cohort = parse_settings(base_config(), env={}).cohort("c1")
+    risk = MemberRisk(
+        GROUP_A, "wmA", "小默", "external", None, Stage.SPRINT, 2,
+        [Fired(Signal.SILENCE, "原因")], 3, 0, True,
+    )  # fmt: skip
+    day = date(2026, 11, 17)
+    assert values_for(None, cohort, risk, day, "李老师", 0)["points"] is None  # type: ignore[arg-type]
+    assert values_for(None, cohort, risk, day, "李老师", 12)["points"] == 12  # type: ignore[arg-type]
