@@ -21,6 +21,7 @@ from bot.dispatcher import Router, in_cohort_group
 from bot.updates import Event, Update
 from handlers.commands import Call, CommandSet, Role, UsageError, reply
 from storage import checkins, cohort_dates, roster, streaks
+from storage import nudges as nudge_store
 from storage import points as ledger
 from storage.checkins import CheckIn
 from storage.roster import Membership
@@ -208,6 +209,18 @@ async def reverse_recalled_checkin(update: Update, ctx: Context) -> None:
 # Commands.
 
 
+def makeup_limit(ctx: Context, cohort_id: str, member_id: str) -> int:
+    """The learner's make-up cards in a cohort: ``[streaks] makeup_cards``, plus those of the
+    offers sent to them whose tier grants some (the default 额外补卡券)."""
+    grants = {t.id: t.makeup_cards for t in ctx.settings.nudges.offers if t.makeup_cards}
+    extra = 0
+    if grants:
+        for offer in nudge_store.offers_of(ctx.session, member_id, cohort_id):
+            if offer.status == nudge_store.OFFER_SENT:
+                extra += grants.get(offer.tier, 0)
+    return ctx.settings.streaks.makeup_cards + extra
+
+
 def streak_rules_text(ctx: Context, cohort: CohortSettings, member_id: str, today: date) -> str:
     """Streak transparency (SPEC §3): which days counted and when the streak breaks, plus the
     make-up cards used."""
@@ -215,7 +228,7 @@ def streak_rules_text(ctx: Context, cohort: CohortSettings, member_id: str, toda
     end = cohort.end_date
     streak = checkins.cohort_streak(days, today, cohort)
     cards = streaks.used(ctx.session, cohort.id, member_id)
-    limit = ctx.settings.streaks.makeup_cards
+    limit = makeup_limit(ctx, cohort.id, member_id)
     lines = [f"连续打卡 {streak.current} 天（最长 {streak.longest} 天，累计 {streak.total} 天）"]
     if streak.run_days:
         shown = [d.strftime("%m-%d") for d in streak.run_days[-7:]]

@@ -23,7 +23,13 @@ from bot.outbound import Channel, Kind, Outbound
 from bot.updates import Update
 from handlers.commands import Call, CommandSet, Role, UsageError, reply
 from handlers.milestones import check_milestones
-from handlers.points import cohort_of_member, effective_cohort, streak_rules_text, today_of
+from handlers.points import (
+    cohort_of_member,
+    effective_cohort,
+    makeup_limit,
+    streak_rules_text,
+    today_of,
+)
 from scripts_library.toml_scripts import render
 from storage import checkins, milestones, roster, streaks
 from storage import points as ledger
@@ -116,7 +122,7 @@ async def makeup(update: Update, ctx: Context, call: Call) -> None:
     cohort = effective_cohort(ctx, cohort)
     today = today_of(ctx, cohort)
     ledger.lock_member(ctx.session, cohort.id, member)  # one card at a time per learner
-    limit = ctx.settings.streaks.makeup_cards
+    limit = makeup_limit(ctx, cohort.id, member)
     used = streaks.count_used(ctx.session, cohort.id, member)
     name = roster.names(ctx.session, [member])[member]
     who = "你" if member == update.sender_id else name

@@ -16,6 +16,7 @@ from bot.report import activity_report, group_report
 from handlers.digest import teacher_digest_job
 from handlers.streaks import parse_day, reminder_schedule, streak_reminder_job
 from storage import checkins, roster
+from storage import nudges as nudge_store
 from storage.activity import DailyCounter
 from storage.cohort_dates import effective
 from tests.builders import local
@@ -309,3 +310,24 @@ async def test_checkins_before_a_start_moved_later_do_not_count(bot: App) -> Non
         card = card_data(session, bot.settings, cohort, "wmKid", local(2026, 11, 8).date())
         totals = checkins.totals_by_member(session, cohort)
     assert (card.streak, card.total_checkins, totals["wmKid"]) == (4, 4, 4)
+
+
+async def test_a_sent_extra_makeup_card_offer_adds_a_card(bot: App) -> None:
+    # The teacher approved 额外补卡券 and the bot told the learner so: the card must exist.
+    await _checkin(bot, "wmKid", 8)
+    with bot.db.session() as session:
+        for status in (nudge_store.OFFER_SENT, nudge_store.PROPOSED):
+            session.add(
+                nudge_store.Offer(
+                    cohort_id="c1", chat_id=GROUP_A, member_id="wmKid", tier="makeup_card",
+                    level=2, status=status, proposed_at=local(2026, 11, 6, 21),
+                )
+            )  # fmt: skip
+        session.commit()
+    at = local(2026, 11, 8, 10)
+    for d, used in ((2, 1), (3, 2), (4, 3)):
+        (out,) = await say(bot, "wmKid", f"/补卡 11-0{d}", at)
+        assert out.startswith(f"已为你补卡 11-0{d}（补卡已用 {used}/3 张）"), out
+    assert await say(bot, "wmKid", "/补卡 11-05", at) == ["你的 3 张补卡已经用完了。"]
+    (points,) = await say(bot, "wmKid", "/积分", at)
+    assert "补卡：已用 3/3 张（11-02、11-03、11-04）" in points

@@ -31,10 +31,13 @@ class OfferTier:
     name: str
     min_level: int  # 1 light, 2 medium, 3 high
     text: str
+    makeup_cards: int = 0  # extra 补卡 the learner gets once the offer is sent
 
 
 DEFAULT_OFFERS: tuple[OfferTier, ...] = (
-    OfferTier("makeup_card", "额外补卡券", 2, "送你一张额外的补卡券，落下的那天可以补上，不着急。"),
+    OfferTier(
+        "makeup_card", "额外补卡券", 2, "送你一张额外的补卡券，落下的那天可以补上，不着急。", 1
+    ),
     OfferTier(
         "material_pack", "学习资料包", 2, "给你准备了一份本课的精华资料包，碎片时间翻一翻就好。"
     ),
@@ -105,6 +108,7 @@ def parse_nudges(r: Reader) -> NudgeSettings:
                 name=o.str_("name"),
                 min_level=o.int_("min_level", 2, 1, 3),
                 text=o.str_("text"),
+                makeup_cards=o.int_("makeup_cards", 0, 0, 10),
             )
         )
         o.finish()
