@@ -663,7 +663,12 @@ async def _send_offers(ctx: Context, now: datetime) -> int:
     session = ctx.session
     settings = ctx.settings
     sent = 0
-    for offer in store.approved_unsent(session):
+    offers = store.approved_unsent(session)
+    # 免打扰 after the proposal (or the approval): the offer waits, it goes out if they opt back in.
+    silenced = store.opted_out(session, [o.member_id for o in offers]) if offers else set()
+    for offer in offers:
+        if offer.member_id in silenced:
+            continue
         try:
             cohort = settings.cohort(offer.cohort_id)
         except KeyError:
@@ -843,9 +848,10 @@ async def approve(update: Update, ctx: Context, call: Call) -> None:
     name = roster.names(ctx.session, [offer.member_id])[offer.member_id]
     tier = next((t for t in ctx.settings.nudges.offers if t.id == offer.tier), None)
     what = tier.name if tier else offer.tier
-    await reply(
-        update, ctx, f"已批准提议 #{offer.id}：给 {name} 的「{what}」，将在下一个提醒时段私信发送。"
-    )
+    when = "将在下一个提醒时段私信发送"
+    if offer.member_id in store.opted_out(ctx.session, [offer.member_id]):
+        when = "但对方设置了免打扰，取消免打扰之前不会发送"
+    await reply(update, ctx, f"已批准提议 #{offer.id}：给 {name} 的「{what}」，{when}。")
 
 
 @commands.command(

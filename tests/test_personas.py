@@ -268,6 +268,34 @@ async def test_offer_needs_teacher_approval(app: App) -> None:
     assert [m.to for m in offers_sent] == ["wmSilent"]
 
 
+async def test_an_offer_waits_while_the_learner_has_opted_out(app: App) -> None:
+    # 免打扰 after the offer was proposed: the teacher's approval says it will not go out, and
+    # it does not; once the learner opts back in, it does.
+    await setup(app)
+    run = Run(app)
+    for n in range(1, 6):
+        await run.day(n)
+    async with app.db.unit_of_work() as uow:
+        offer_id = {o.member_id: o.id for o in nudge_store.pending_offers(uow.session, [GROUP_A])}[
+            "wmSilent"
+        ]
+    run.at(5, 23, 0)
+    await app.pipeline.ingest([pair(archive_text(GROUP_A, "wmSilent", "/免打扰", app.clock.now()))])
+    run.at(5, 23, 30)
+    await app.pipeline.ingest(
+        [pair(archive_text(GROUP_A, "teacher1", f"/批准 {offer_id}", app.clock.now()))]
+    )
+    replies = [m.text for m in run.sender.sent if m.channel is Channel.REPLY]
+    assert any("对方设置了免打扰，取消免打扰之前不会发送" in r for r in replies), replies
+    for n in range(6, 8):
+        await run.day(n)
+    assert not any(m.key.startswith("offer:") for m in run.sender.sent)
+    async with app.db.unit_of_work() as uow:
+        nudge_store.set_opt_out(uow.session, "wmSilent", False, app.clock.now())
+    await run.day(8)
+    assert [m.to for m in run.sender.sent if m.key.startswith("offer:")] == ["wmSilent"]
+
+
 async def test_stage_override_and_quiet_list(app: App) -> None:
     await setup(app)
     run = Run(app)
