@@ -126,8 +126,13 @@ async def checkin_command(update: Update, ctx: Context, call: Call) -> None:
         await reply(update, ctx, "请在训练营群里打卡哦。")
         return
     cohort_day = cohort.cohort_day(day)
-    if not 1 <= cohort_day <= cohort.length_days:
-        await reply(update, ctx, "训练营不在进行中，这条不计入打卡。")
+    if cohort_day < 1:
+        start = cohort.start_date.strftime("%m-%d")
+        await reply(update, ctx, f"训练营 {start} 开营，从那天起打卡才计入，到时见～")
+        return
+    if cohort_day > cohort.length_days:
+        end = cohort.end_date.strftime("%m-%d")
+        await reply(update, ctx, f"训练营已于 {end} 结营，打卡不再计入，记录保持在结营那天。")
         return
     days = [c.day for c in checkins.of_member(ctx.session, cohort.id, update.sender_id)]
     streak = checkins.cohort_streak(days, day, cohort)

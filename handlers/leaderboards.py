@@ -41,7 +41,12 @@ BOARDS = {
     "打卡": "streak",
     "点评": "reviews",
 }
-TITLES = {"total": "积分总榜", "week": "本周积分榜", "streak": "连续打卡榜", "reviews": "点评榜"}
+TITLES = {
+    "total": "积分总榜（累计获得，兑换不扣）",
+    "week": "本周积分榜",
+    "streak": "连续打卡榜",
+    "reviews": "点评榜",
+}
 UNITS = {"total": "分", "week": "分", "streak": "天", "reviews": "条"}
 
 

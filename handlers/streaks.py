@@ -206,7 +206,11 @@ async def my_progress(update: Update, ctx: Context, call: Call) -> None:
     received = session.scalar(
         select(func.count())
         .select_from(Review)
-        .where(col(Review.cohort_id) == cohort.id, col(Review.reviewee_id) == member)
+        .where(
+            col(Review.cohort_id) == cohort.id,
+            col(Review.reviewee_id) == member,
+            col(Review.rejected_because) != "recalled",  # a recalled review stops counting
+        )
     )
     badges = milestones.of_member(session, cohort.id, member)
     day_n = min(max(cohort.cohort_day(today), 0), cohort.length_days)

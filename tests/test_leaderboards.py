@@ -48,7 +48,7 @@ async def test_total_board_ties_go_to_who_got_there_first(bot: App) -> None:
     await _give(bot, "wmCat", 4, day, "c1")
     (out,) = await say(bot, "wmCat", "/排行", local(2026, 11, 3, 20))
     assert out.splitlines() == [
-        "🏆 积分总榜",
+        "🏆 积分总榜（累计获得，兑换不扣）",
         "1. 小波 20分",
         "2. Amy 10分",
         "3. 小明 10分",
@@ -220,11 +220,11 @@ def _toml(bot: App) -> str:
 async def test_a_new_start_date_moves_the_checkin_window(bot: App) -> None:
     await say(bot, "leader1", "/开营 2026-11-05", local(2026, 11, 3, 9))
     assert await say(bot, "wmKid", "/打卡 第一天", local(2026, 11, 4, 9)) == [
-        "训练营不在进行中，这条不计入打卡。"
+        "训练营 11-05 开营，从那天起打卡才计入，到时见～"
     ]
     (out,) = await say(bot, "wmKid", "/打卡 第一天", local(2026, 11, 5, 9))
     assert out == "✅ 打卡成功！第 1 天，已连续打卡 1 天。"
     await say(bot, "teacher1", "/结营", local(2026, 11, 6, 9))
     assert await say(bot, "wmKid", "/打卡 又一天", local(2026, 11, 7, 9)) == [
-        "训练营不在进行中，这条不计入打卡。"
+        "训练营已于 11-06 结营，打卡不再计入，记录保持在结营那天。"
     ]

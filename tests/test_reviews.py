@@ -212,6 +212,8 @@ async def test_recalled_review_gives_its_points_back(bot: App) -> None:
     assert balance(bot, "wmKid") == 2
     assert _counter(bot, "wmAmy") == (0, 0)
     assert _counter(bot, "wmKid") == (0, 0)
+    (mine,) = await say(bot, "wmAmy", "/我的", DAY + timedelta(minutes=1))
+    assert "收到点评 0 条" in mine
     # Posting it again (say, with a typo fixed) is a fresh review, not a near-duplicate.
     out = await say(bot, "wmKid", "@Amy " + REVIEWS[0], DAY + timedelta(minutes=2))
     assert out == ["👍 点评有效，+10积分！认真的点评是最好的陪伴。"]
