@@ -93,3 +93,19 @@ async def test_without_a_font_cards_are_skipped_with_one_warning(
     assert [level for level, _ in told] == [logging.WARNING, logging.DEBUG, logging.DEBUG]
     assert not [m for m in sent(bot) if m.kind is Kind.IMAGE]
     assert len([m for m in sent(bot) if m.channel is Channel.REPLY]) == 3  # the text answers
+
+
+async def test_a_private_card_after_an_early_end_uses_the_moved_dates(bot: App) -> None:
+    """结营 on 11-11 (day 10 of the configured 21): ``我的`` in a private chat on 11-12 says
+    第 10/10 天 and 已结营; its card counts the same days (it used the config's 第 11 / 21 天)."""
+    cjk_font_or_skip()
+    bot.pipeline.card_maker = card_for
+    for d in range(8, 12):  # a 4-day streak up to the new last day
+        await say(bot, "wmKid", "#打卡", local(2026, 11, d, 9), msgid=f"k{d}")
+    await say(bot, "leader1", "/结营", local(2026, 11, 11, 20))
+    text = (await say(bot, "wmKid", "/我的", local(2026, 11, 12, 10), chat=""))[0]
+    assert "第 10/10 天" in text and "训练营已于 11-11 结营" in text
+    (image,) = [m for m in sent(bot) if m.kind is Kind.IMAGE and m.channel is Channel.REPLY]
+    assert image.card is not None
+    data = CardData.from_json(image.card)
+    assert (data.cohort_day, data.cohort_length, data.streak) == (11, 10, 4)

@@ -19,7 +19,7 @@ from bot.clock import learning_day
 from bot.config import CohortSettings, Settings
 from bot.context import Context
 from scripts_library import mentor
-from storage import activity, checkins, milestones, points, roster
+from storage import activity, checkins, cohort_dates, milestones, points, roster
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,10 @@ def card_for(ctx: Context, kind: str, fields: Mapping[str, object]) -> dict[str,
     it is delivered, see :func:`card_png`), or None (text only) when no CJK font is installed.
     ``kind`` ("progress", "milestone") does not change the card: a milestone card is the current
     card, which shows the new badge."""
-    cohort = ctx.cohort if ctx.cohort is not None else ctx.settings.cohort(str(fields["cohort_id"]))
+    configured = ctx.cohort or ctx.settings.cohort(str(fields["cohort_id"]))
+    # A private chat has no ctx.cohort: apply 开营/结营 here too (a no-op on ctx.cohort, which the
+    # pipeline already moved), so the card counts the days the text beside it counts.
+    cohort = cohort_dates.effective(ctx.session, configured)
     today = ctx.facts.day or learning_day(ctx.clock.now(), cohort.timezone, cohort.day_start_hour)
     try:
         card_font(ctx.settings)  # no card is queued that could not be drawn
