@@ -102,6 +102,24 @@ def test_the_milestone_hint_counts_as_milestones_count(font: fonts.CardFont) -> 
     assert "所有里程碑都已达成，了不起！" in [b.source for b in done.texts]
 
 
+def test_no_milestone_hint_after_the_end_and_one_from_the_first_day_before_it(
+    font: fonts.CardFont,
+) -> None:
+    # After the last day no check-in counts: no "再连续打卡 4 天", the record stands.
+    for ended in (sample_card(cohort_day=22), sample_card(cohort_day=11, cohort_length=10)):
+        drawn = [b.source for b in render_card(replace(ended, streak=10), font).texts]
+        assert "已结营" in drawn and "训练营已结营，打卡记录到此为止" in drawn
+        assert not any("解锁" in t for t in drawn), drawn
+    done = render_card(sample_card(cohort_day=22, next_milestone_day=None), font)
+    assert "所有里程碑都已达成，了不起！" in [b.source for b in done.texts]
+    # Before the first day the next milestone counts from the start.
+    early = sample_card(cohort_day=0, streak=0, total_checkins=0, next_milestone_day=7)
+    drawn = [b.source for b in render_card(replace(early, milestone_day=None), font).texts]
+    assert "即将开营" in drawn and "开营后连续打卡 7 天，解锁「7天里程碑」" in drawn
+    by_total = render_card(replace(early, milestone_day=None, milestone_basis="total"), font)
+    assert "开营后打卡 7 天，解锁「7天里程碑」" in [b.source for b in by_total.texts]
+
+
 def test_card_is_1080_wide_png_under_2mb(font: fonts.CardFont) -> None:
     for data in variants():
         card = render_card(data, font)

@@ -85,8 +85,18 @@ class CardData:
         return cls(**args)  # type: ignore[arg-type]
 
 
-def _milestone_hint(data: CardData, upcoming: int) -> str:
-    """How far the next milestone is, counted as milestones count (a streak, or days in all)."""
+def _milestone_hint(data: CardData) -> str:
+    """The line under the badge: how far the next milestone is, counted as milestones count (a
+    streak, or days in all); before the start counted from the first day, after the end none
+    (no check-in counts any more: the record stands)."""
+    upcoming = data.next_milestone_day
+    if not upcoming:
+        return "所有里程碑都已达成，了不起！"
+    if data.cohort_length > 0 and data.cohort_day > data.cohort_length:
+        return "训练营已结营，打卡记录到此为止"
+    if data.cohort_day < 1:
+        basis = "打卡" if data.milestone_basis == "total" else "连续打卡"
+        return f"开营后{basis} {upcoming} 天，解锁「{upcoming}天里程碑」"
     if data.milestone_basis == "total":
         return f"再打卡 {max(upcoming - data.total_checkins, 0)} 天，解锁「{upcoming}天里程碑」"
     return f"再连续打卡 {max(upcoming - data.streak, 0)} 天，解锁「{upcoming}天里程碑」"
@@ -287,10 +297,7 @@ def _draw(data: CardData, font: CardFont) -> RenderedCard:
     c.text(
         (text_left, cy - 50), headline, _fit(c, headline, 40, 28, text_width, True), INK, bold=True
     )
-    if data.next_milestone_day:
-        hint = _milestone_hint(data, data.next_milestone_day)
-    else:
-        hint = "所有里程碑都已达成，了不起！"
+    hint = _milestone_hint(data)
     c.text((text_left, cy + 20), hint, _fit(c, hint, 32, 22, text_width, False), MUTED)
     y += 2 * radius + 60
 
