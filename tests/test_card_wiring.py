@@ -98,7 +98,7 @@ async def test_without_a_font_cards_are_skipped_with_one_warning(
 async def test_a_private_card_after_an_early_end_uses_the_moved_dates(bot: App) -> None:
     """结营 on 11-11 (day 10 of the configured 21): ``我的`` in a private chat on 11-12 says
     第 10/10 天 and 已结营; its card counts the same days (it used the config's 第 11 / 21 天) and
-    shows no next milestone (no check-in counts any more)."""
+    shows no next milestone (no check-in counts any more) and a mentor message that looks back."""
     font = cjk_font_or_skip()
     bot.pipeline.card_maker = card_for
     for d in range(8, 12):  # a 4-day streak up to the new last day
@@ -113,3 +113,5 @@ async def test_a_private_card_after_an_early_end_uses_the_moved_dates(bot: App) 
     drawn = [b.source for b in render.render_card(data, font).texts]
     assert "已结营" in drawn and "训练营已结营，打卡记录到此为止" in drawn
     assert not any("解锁" in t for t in drawn), drawn
+    message = data.mentor_message
+    assert "结营" in message and "第11天" not in message and "终点就在前方" not in message

@@ -221,6 +221,26 @@ async def test_unknown_member_gets_a_zero_card(app: App, font: fonts.CardFont) -
     )
 
 
+async def test_the_mentor_message_fits_before_the_start_and_after_the_end(
+    app: App, font: fonts.CardFont
+) -> None:
+    """c1 runs 11-02..11-22: on 11-01 the card (即将开营) welcomes someone about to begin, not
+    "欢迎来到训练营的第1天"; after 11-22 it looks back, not "这是你在训练营的第24天"."""
+    cohort = app.settings.cohort("c1")
+    with app.db.session() as session:
+        before = card_data(session, app.settings, cohort, "wmU1", date(2026, 11, 1))
+    assert before.cohort_day == 0
+    assert "第1天" not in before.mentor_message and "开营" in before.mentor_message
+    await seed(app)
+    with app.db.session() as session:
+        after = card_data(session, app.settings, cohort, "wmU1", date(2026, 11, 24))
+    assert (after.cohort_day, after.streak, after.total_checkins) == (23, 0, 7)
+    assert "结营" in after.mentor_message and "第23天" not in after.mentor_message
+    for data in (before, after):
+        assert mentor.MIN_CHARS <= len(data.mentor_message) <= mentor.MAX_CHARS
+        check_layout(render_card(data, font))
+
+
 CONFIG = """
 [bot]
 data_dir = "{data}"

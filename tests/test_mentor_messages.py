@@ -125,3 +125,72 @@ def test_conditions_are_checked_when_the_file_is_read() -> None:
     ]:
         with pytest.raises(mentor.TemplateError, match=error):
             mentor.parse_templates({"messages": [{"id": "b", "text": "{name}", **bad}]})
+
+
+BEFORE = {"before_welcome", "before_wish"}
+AFTER = {"after_lookback", "after_streak", "after_reviews", "after_anyway"}
+
+
+def test_after_the_end_the_message_looks_back() -> None:
+    # Day 22 of 21 (days_left 0): no "第22天 … 保持现在的节奏…一起走下去", no final sprint.
+    after = {**BASE, "day": 22, "days_left": 0, "streak": 17, "total": 19, "reviews": 4}
+    assert mentor.stage_of(after) == "after"
+    assert _ids(after) == AFTER
+    for i in range(50):
+        text = mentor.choose(after, f"s{i}")
+        assert "结营" in text and "第22天" not in text and "一起走下去" not in text
+        assert mentor.MIN_CHARS <= len(text) <= mentor.MAX_CHARS
+    # After an early 结营 (day 11 of a cohort cut to 10): not "来到第11天，终点就在前方".
+    early = {**after, "day": 11}
+    assert _ids(early) == AFTER and "sprint" not in _ids(early)
+    # Nothing counted: the look back that names no count.
+    nothing = {**BASE, "day": 30, "days_left": 0, "streak": 0, "total": 0, "points": 0}
+    assert _ids(nothing) == {"after_anyway"}
+
+
+def test_before_the_start_the_message_is_for_someone_about_to_begin() -> None:
+    # 11-01 for a cohort starting 11-02 is day 0 (我的 says 第 0/21 天): no "欢迎来到训练营的第1天".
+    for day in (0, -3):
+        before = {**BASE, "day": day, "days_left": 22 - day, "streak": 0, "total": 0}
+        assert mentor.stage_of(before) == "before"
+        assert _ids(before) == BEFORE
+        for i in range(20):
+            text = mentor.choose(before, f"s{i}")
+            assert "开营" in text and "第1天" not in text and f"第{day}天" not in text
+            assert mentor.MIN_CHARS <= len(text) <= mentor.MAX_CHARS
+    # During the cohort none of those is picked.
+    during = {**BASE, "day": 1, "days_left": 21, "streak": 1, "total": 1}
+    assert mentor.stage_of(during) == "during" and not _ids(during) & (BEFORE | AFTER)
+
+
+def test_stages_are_checked_when_the_file_is_read() -> None:
+    (parsed,) = mentor.parse_templates(
+        {"messages": [{"id": "a", "text": "{name}，结营啦", "stage": "after", "min_total": 1}]}
+    )
+    assert (parsed.stage, parsed.conditions) == ("after", (("total", 1, None),))
+    assert parsed.fits({"day": 9, "days_left": 0, "total": 3})
+    assert not parsed.fits({"day": 9, "days_left": 1, "total": 3})
+    assert mentor.parse_templates({"messages": [{"id": "b", "text": "{name}"}]})[0].stage == (
+        "during"
+    )
+    for bad, error in [
+        ({"stage": "later"}, "stage 'later' is not one of"),
+        ({"stage": 2}, "stage must be one of"),
+        ({"stage": "before", "text": "{name}第{day}天"}, r"'before' message cannot name \['day"),
+        ({"stage": "after", "text": "{name}还剩{days_left}天"}, r"cannot name \['days_left'\]"),
+    ]:
+        with pytest.raises(mentor.TemplateError, match=error):
+            mentor.parse_templates({"messages": [{"id": "c", "text": "{name}", **bad}]})
+
+
+def test_when_no_message_of_the_stage_fits_another_of_the_stage_is_taken() -> None:
+    library = mentor.parse_templates(
+        {
+            "messages": [
+                {"id": "during", "text": "{name}，第{day}天"},
+                {"id": "after", "text": "{name}，结营啦", "stage": "after", "min_total": 5},
+            ]
+        }
+    )
+    nothing = {"name": "小鱼", "day": 22, "days_left": 0, "total": 0}
+    assert mentor.choose_template(nothing, "s", library).id == "after"

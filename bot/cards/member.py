@@ -60,7 +60,9 @@ def card_data(
         {
             "name": name,
             "course": cohort.course,
-            "day": max(cohort_day, 1),
+            # Before the first day (day < 1) and after the last (days_left 0) the message is one
+            # of the "before"/"after" ones (mentor.stage_of), which name neither number.
+            "day": cohort_day,
             "days_left": cohort.days_left(today),  # as the nudges' {days_left}: 1 on the last day
             "streak": streak.current,
             "total": streak.total,
