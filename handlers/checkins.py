@@ -4,9 +4,10 @@ that day takes its place."""
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
-from bot.config import CohortSettings
+from bot.config import CheckinRules, CohortSettings
 from bot.context import Context
 from bot.dispatcher import Router, in_cohort_group
 from bot.updates import Event, Update
@@ -26,7 +27,7 @@ def detect(cohort: CohortSettings, text: str, msg_type: str) -> str | None:
     """What kind of check-in a message is by its own content, or None."""
     rules = cohort.checkins
     text = strip_leading_mentions(text)
-    if text and any(p.search(text) for p in rules.patterns):
+    if text and is_checkin(rules, text):
         return KIND_CHECKIN
     if (
         text
@@ -35,6 +36,42 @@ def detect(cohort: CohortSettings, text: str, msg_type: str) -> str | None:
     ):
         return KIND_HOMEWORK
     return None
+
+
+def is_checkin(rules: CheckinRules, text: str) -> bool:
+    """Whether a message (leading @-mentions stripped) is a check-in by the patterns.
+
+    A negated or asked-about 打卡 ("还没#打卡", "怎么打卡") is blanked out first, so it matches
+    nothing. A message that then opens with a check-in form counts whatever follows ("#打卡
+    今天学了…？我还有点不懂"); any other match is refused when the message is a question
+    ("打卡群里有人吗", "请问Day 2的作业要在打卡的时候一起交吗").
+    """
+    # Most messages match no pattern: they pay for one search per pattern and nothing more.
+    if not any(p.search(text) for p in rules.patterns):
+        return False
+    for ignored in rules.ignored:
+        text = ignored.sub(_blank, text)
+    matched = False
+    for pattern in rules.patterns:
+        found = pattern.search(text)
+        if found is None:
+            continue
+        if found.start() == 0 and _set_off(text, found.end()):
+            return True
+        matched = True
+    return matched and not any(q.search(text) for q in rules.questions)
+
+
+def _blank(found: re.Match[str]) -> str:
+    """The words around kept, their 打卡 gone: "还没#打卡" -> "还没#  "."""
+    return found.group().replace("打卡", "  ")
+
+
+def _set_off(text: str, end: int) -> bool:
+    """Whether a check-in form ending at ``end`` stands apart from what follows: at the end of
+    the message, before a space or punctuation, or closed by a bracket ("【打卡】今天…").
+    "打卡 今天…" is the command form; "打卡是每天几点截止" is a sentence about 打卡."""
+    return end > 0 and (end == len(text) or not text[end].isalnum() or not text[end - 1].isalnum())
 
 
 def _announced_homework(update: Update, ctx: Context, cohort: CohortSettings) -> bool:

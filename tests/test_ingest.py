@@ -5,14 +5,17 @@ from __future__ import annotations
 from datetime import date, timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy import func, select
 
 from bot.app import App
+from bot.config import CohortSettings, parse_settings
+from handlers.checkins import detect
 from storage import activity, checkins, messages, roster
 from storage.checkins import CheckIn
 from storage.inbox import RawEvent
 from tests.builders import NY, archive_recall, archive_text, local, pair
-from tests.conftest import GROUP_A, GROUP_B, GROUP_NY
+from tests.conftest import GROUP_A, GROUP_B, GROUP_NY, base_config
 
 
 async def ingest(app: App, *items: dict[str, Any]) -> Any:
@@ -84,6 +87,108 @@ async def test_one_checkin_per_learning_day(app: App) -> None:
 async def test_plain_mention_of_daka_is_not_a_checkin(app: App) -> None:
     await ingest(app, archive_text(GROUP_A, "wmU1", "我今天忘了打卡怎么办", local(2026, 11, 2, 20)))
     assert checkin_days(app, "c1", "wmU1") == []
+
+
+#: The default rules of cohort c1, for the detection tests that need no database.
+C1: CohortSettings = parse_settings(base_config(), env={}).cohort("c1")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "#打卡 Day3",
+        "#打卡 Day3 今天学了列表推导式",
+        "# 打卡 第3天",
+        "【打卡】补充内容",
+        "【打卡】今天有点难，明天再复习吗？",  # a tag opens the message: what follows may ask
+        "打卡 今天学了字典",
+        "打卡：今天学了字典",
+        "/打卡 Day2",
+        "打卡第5天",
+        "打卡 morning reading",
+        "第3天打卡：学了字典",
+        "第3天打卡，今天学了怎么写函数",
+        "Day 2 打卡",
+        "day2打卡",
+        "@小助手 打卡 Day3",
+        "#打卡 今天学了怎么写函数",
+        "打卡 今天学了怎么写函数？",
+        # The check-in opens the message; a question after it does not undo it.
+        "#打卡 今天学了怎么写函数？我还有点不懂",
+        "#打卡 今天学了怎么写函数，有点不懂怎么办？",
+        "第3天打卡：学了装饰器，有人能讲讲闭包吗？",
+        # A negated 打卡 later on does not undo the check-in before it.
+        "#打卡 第4天，昨天没打卡今天补上",
+        "今天是第4天打卡，昨天忘了打卡",
+        "坚持每天打卡第10天了",
+    ],
+)
+def test_checkin_forms_are_detected(text: str) -> None:
+    assert detect(C1, text, "text") == "checkin"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # Questions about 打卡.
+        "打卡是每天几点截止呀？",
+        "请问Day 2的作业要在打卡的时候一起交吗",
+        "打卡群里有人吗",
+        "打卡是几点截止",
+        "第3天怎么打卡",
+        "Day 3 打卡要怎么交",
+        "打卡第3天的作业在哪里交？",
+        "第5天打卡几点截止呢～",
+        "#打卡怎么算？",
+        "打卡今天学了怎么写函数？",  # not set off by a space: a question wins (README)
+        # Negated 打卡: the learner has not checked in.
+        "第3天了还没打卡，今天太忙了",
+        "我还没#打卡，晚点补",
+        "我今天忘了打卡怎么办",
+        "Day3 忘记打卡了",
+        "第2天没有打卡",
+        # Merely mentioning 打卡.
+        "大家记得打卡哦",
+    ],
+)
+def test_questions_and_negations_are_not_checkins(text: str) -> None:
+    assert detect(C1, text, "text") is None
+
+
+def test_a_cohorts_own_patterns_keep_the_question_and_negation_rules() -> None:
+    config = base_config()
+    config["cohorts"][0]["checkin_patterns"] = ["#打卡"]
+    cohort = parse_settings(config, env={}).cohort("c1")
+    assert detect(cohort, "#打卡 学了字典", "text") == "checkin"
+    assert detect(cohort, "我还没#打卡，晚点补", "text") is None
+    assert detect(cohort, "今天的#打卡几点截止呀？", "text") is None
+
+
+def test_homework_needs_a_link_or_an_attachment() -> None:
+    assert detect(C1, "作业3：https://gitee.com/u1/hw3", "text") == "homework"
+    assert detect(C1, "交作业啦", "file") == "homework"
+    assert detect(C1, "交作业啦", "text") is None
+
+
+async def test_questions_and_negations_earn_no_checkin_through_the_pipeline(app: App) -> None:
+    said = [
+        "打卡是每天几点截止呀？",
+        "第3天了还没打卡，今天太忙了",
+        "请问Day 2的作业要在打卡的时候一起交吗",
+        "打卡群里有人吗",
+        "我还没#打卡，晚点补",
+    ]
+    at = local(2026, 11, 4, 20)
+    await ingest(
+        app,
+        *(archive_text(GROUP_A, "wmU1", t, at + timedelta(minutes=i)) for i, t in enumerate(said)),
+    )
+    assert checkin_days(app, "c1", "wmU1") == []
+    row = counter(app, GROUP_A, "wmU1", date(2026, 11, 4))
+    assert row is not None and (row.messages, row.checkins) == (5, 0)
+    # The same learner checking in afterwards still gets the day.
+    await ingest(app, archive_text(GROUP_A, "wmU1", "#打卡 第3天 学了字典", local(2026, 11, 4, 21)))
+    assert checkin_days(app, "c1", "wmU1") == [date(2026, 11, 4)]
 
 
 async def test_checkins_outside_the_cohort_dates_are_just_messages(app: App) -> None:

@@ -29,7 +29,9 @@ from bot.config.care import (
     parse_radar,
 )
 from bot.config.cohorts import (
+    DEFAULT_CHECKIN_IGNORED,
     DEFAULT_CHECKIN_PATTERNS,
+    DEFAULT_CHECKIN_QUESTIONS,
     DEFAULT_HOMEWORK_PATTERN,
     POST_VIA,
     CheckinRules,
@@ -72,7 +74,9 @@ from bot.config.wecom import (
 __all__ = [
     "DATABASE_URL_ENV",
     "DEFAULT_CARD_SLOGAN",
+    "DEFAULT_CHECKIN_IGNORED",
     "DEFAULT_CHECKIN_PATTERNS",
+    "DEFAULT_CHECKIN_QUESTIONS",
     "DEFAULT_HOMEWORK_PATTERN",
     "DEFAULT_MILESTONE_BONUS",
     "DEFAULT_OFFERS",
@@ -178,6 +182,8 @@ def parse_settings(
         patterns=ck.regex_list("patterns", list(DEFAULT_CHECKIN_PATTERNS)),
         homework=ck.regex_list("homework_patterns", [DEFAULT_HOMEWORK_PATTERN]),
         homework_window_minutes=ck.int_("homework_window_minutes", 10, 0, 1440),
+        ignored=ck.regex_list("ignore_patterns", list(DEFAULT_CHECKIN_IGNORED)),
+        questions=ck.regex_list("question_patterns", list(DEFAULT_CHECKIN_QUESTIONS)),
     )
     ck.finish()
 

@@ -12,13 +12,31 @@ from zoneinfo import ZoneInfo
 from bot.config.reader import ConfigError, Reader, read_choice
 
 #: Default check-in rules (SPEC §3). ``打卡`` alone counts only at the start of a message (the
-#: command form ``打卡 <内容>``): "我今天忘了打卡" is not a check-in.
+#: command form ``打卡 <内容>``): "我今天忘了打卡" is not a check-in. The gaps are lazy so that a
+#: match ends at the first 打卡, which is what "opens the message" looks at.
 DEFAULT_CHECKIN_PATTERNS: tuple[str, ...] = (
     r"#\s*打卡",
     r"【打卡】",
     r"^\s*[/／]?打卡",
-    r"(?i:day\s*\d+|第\s*[0-9一二三四五六七八九十百]+\s*天).{0,12}打卡",
-    r"打卡.{0,12}(?i:day\s*\d+|第\s*[0-9一二三四五六七八九十百]+\s*天)",
+    r"(?i:day\s*\d+|第\s*[0-9一二三四五六七八九十百]+\s*天).{0,12}?打卡",
+    r"打卡.{0,12}?(?i:day\s*\d+|第\s*[0-9一二三四五六七八九十百]+\s*天)",
+)
+
+#: A 打卡 these match does not count: negated ("还没#打卡", "忘了打卡", "第2天没有打卡") or asked
+#: about ("怎么打卡", "打卡是几点截止"). The matched text is blanked out before the check-in
+#: patterns are tried, so it makes no check-in, not even at the start of a message.
+DEFAULT_CHECKIN_IGNORED: tuple[str, ...] = (
+    r"(?:没|忘了|忘记|未|不)(?:有|能|去|空|来得及)?\s*[#＃【]?\s*打卡",
+    r"(?:几点|怎么|如何|什么时候|哪里|在哪|是不是|要不要|能不能)[去来才要能在]?打卡",
+    r"打卡[是要该都得的在到]?(?:几点|怎么|如何|什么时候|哪里|在哪|是不是|要不要|能不能)",
+)
+
+#: A message these match is a question ("打卡群里有人吗", "请问Day 2的作业要在打卡的时候一起交吗"),
+#: not a check-in, unless it opens with a check-in form: it ends with a question mark or 吗/呢
+#: (trailing emoji, ～ or spaces aside), or says 请问.
+DEFAULT_CHECKIN_QUESTIONS: tuple[str, ...] = (
+    r"[?？吗呢][^\w?？]*$",
+    r"请问",
 )
 
 
@@ -48,6 +66,8 @@ class CheckinRules:
     patterns: tuple[re.Pattern[str], ...]
     homework: tuple[re.Pattern[str], ...]
     homework_window_minutes: int = 10
+    ignored: tuple[re.Pattern[str], ...] = ()
+    questions: tuple[re.Pattern[str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -104,6 +124,8 @@ def parse_cohort(
             patterns=r.regex_list("checkin_patterns", []),
             homework=default_checkins.homework,
             homework_window_minutes=default_checkins.homework_window_minutes,
+            ignored=default_checkins.ignored,
+            questions=default_checkins.questions,
         )
     groups = []
     for g in r.tables("groups"):
