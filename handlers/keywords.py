@@ -99,9 +99,16 @@ def chat_stop_words() -> frozenset[str]:
     return JIEBA_STOP_WORDS | words.stopwords()
 
 
+#: How a command to the bot starts in a group (see ``handlers.commands``).
+_COMMAND = ("/", "／")
+
+
 def topics(texts: Sequence[str], top: int) -> list[str]:
-    """The ``top`` words that characterize a group's messages, best first."""
-    joined = "\n".join(_NOISE.sub(" ", t) for t in texts if t)
+    """The ``top`` words that characterize a group's messages, best first. Commands to the bot
+    (``/潜水``, ``/批准 3``) are not the group's topics."""
+    joined = "\n".join(
+        _NOISE.sub(" ", t) for t in texts if t and not t.lstrip().startswith(_COMMAND)
+    )
     if not joined.strip():
         return []
     found = extract(joined, top * 3, chat_stop_words())

@@ -116,4 +116,9 @@ def test_topics_leave_out_check_in_boilerplate_links_mentions_and_chat_words() -
     assert found[:3] == ["推导", "列表", "装饰"] and "字典" in found
     assert not noise & set(found)
     assert topics(["https://example.com", "@小鱼", ""], 5) == []
+    # Commands to the bot are not what the group talks about.
+    commands = ["/潜水 3", "／批准 12", " /排行 连续"]
+    assert {"潜水", "批准", "排行"} <= set(extract("\n".join(commands), 10))
+    assert topics(commands, 5) == []
+    assert topics([*texts, *commands], 8) == found
     assert topics(texts, 2) == found[:2]
