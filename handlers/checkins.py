@@ -98,6 +98,8 @@ def _announced_homework(update: Update, ctx: Context, cohort: CohortSettings) ->
 async def detect_checkin(update: Update, ctx: Context) -> None:
     cohort, day = ctx.cohort, ctx.facts.day
     assert cohort is not None and day is not None
+    if ctx.group is not None and update.sender_id in ctx.group.teachers:
+        return  # a teacher showing how to check in is not a learner checking in (SPEC §0)
     kind = detect(cohort, update.text, update.msg_type)
     if kind is None and _announced_homework(update, ctx, cohort):
         kind = KIND_HOMEWORK
@@ -161,6 +163,9 @@ async def checkin_command(update: Update, ctx: Context, call: Call) -> None:
     cohort, day = ctx.cohort, ctx.facts.day
     if cohort is None or day is None:
         await reply(update, ctx, "请在训练营群里打卡哦。")
+        return
+    if ctx.group is not None and update.sender_id in ctx.group.teachers:
+        await reply(update, ctx, "老师的打卡不计入学员的打卡、连续天数和积分。")
         return
     cohort_day = cohort.cohort_day(day)
     if cohort_day < 1:

@@ -14,7 +14,7 @@ from bot.clock import ManualClock
 from bot.exports import write_points_csv
 from handlers.leaderboards import week_of
 from handlers.points import award
-from storage import cohort_dates
+from storage import checkins, cohort_dates
 from storage import points as ledger
 from tests.builders import NY, local
 from tests.chat import bot, make_settings, open_bot, say
@@ -228,3 +228,17 @@ async def test_a_new_start_date_moves_the_checkin_window(bot: App) -> None:
     assert await say(bot, "wmKid", "/打卡 又一天", local(2026, 11, 7, 9)) == [
         "训练营已于 11-06 结营，打卡不再计入，记录保持在结营那天。"
     ]
+
+
+async def test_a_teachers_checkin_is_not_a_learners(bot: App) -> None:
+    # teacher1 shows the group how to check in: no check-in, no points, not on the boards.
+    assert await say(bot, "teacher1", "/打卡 示范一下", local(2026, 11, 3, 9)) == [
+        "老师的打卡不计入学员的打卡、连续天数和积分。"
+    ]
+    await say(bot, "teacher1", "#打卡 今天的示范", local(2026, 11, 3, 9, 5))
+    await say(bot, "wmKid", "#打卡 第2天", local(2026, 11, 3, 10))
+    for board in ("/排行", "/排行 连续"):
+        (out,) = await say(bot, "wmKid", board, local(2026, 11, 3, 20))
+        assert "李老师" not in out and "1. 小明" in out, out
+    with bot.db.session() as session:
+        assert checkins.days_of(session, "c1", "teacher1") == []
