@@ -4,7 +4,6 @@ that day takes its place."""
 
 from __future__ import annotations
 
-import re
 from datetime import timedelta
 
 from bot.config import CheckinRules, CohortSettings
@@ -49,8 +48,9 @@ def is_checkin(rules: CheckinRules, text: str) -> bool:
     # Most messages match no pattern: they pay for one search per pattern and nothing more.
     if not any(p.search(text) for p in rules.patterns):
         return False
+    text = text.lstrip()
     for ignored in rules.ignored:
-        text = ignored.sub(_blank, text)
+        text = ignored.sub(" ", text)
     matched = False
     for pattern in rules.patterns:
         found = pattern.search(text)
@@ -60,11 +60,6 @@ def is_checkin(rules: CheckinRules, text: str) -> bool:
             return True
         matched = True
     return matched and not any(q.search(text) for q in rules.questions)
-
-
-def _blank(found: re.Match[str]) -> str:
-    """The words around kept, their 打卡 gone: "还没#打卡" -> "还没#  "."""
-    return found.group().replace("打卡", "  ")
 
 
 def _set_off(text: str, end: int) -> bool:

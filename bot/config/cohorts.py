@@ -23,8 +23,8 @@ DEFAULT_CHECKIN_PATTERNS: tuple[str, ...] = (
 )
 
 #: A 打卡 these match does not count: negated ("还没#打卡", "忘了打卡", "第2天没有打卡") or asked
-#: about ("怎么打卡", "打卡是几点截止"). The matched text is blanked out before the check-in
-#: patterns are tried, so it makes no check-in, not even at the start of a message.
+#: about ("怎么打卡", "打卡是几点截止"). The matched text is replaced by a space before the
+#: check-in patterns are tried, so it makes no check-in, not even at the start of a message.
 DEFAULT_CHECKIN_IGNORED: tuple[str, ...] = (
     r"(?:没|忘了|忘记|未|不)(?:有|能|去|空|来得及)?\s*[#＃【]?\s*打卡",
     r"(?:几点|怎么|如何|什么时候|哪里|在哪|是不是|要不要|能不能)[去来才要能在]?打卡",
