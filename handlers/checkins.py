@@ -175,6 +175,9 @@ async def checkin_command(update: Update, ctx: Context, call: Call) -> None:
     streak = checkins.cohort_streak(days, day, cohort)
     if ctx.facts.checkin_id is not None:
         text = f"✅ 打卡成功！第 {cohort_day} 天，已连续打卡 {streak.current} 天。"
-    else:
+    elif streak.checked_today:
         text = f"今天已经打过卡啦，已连续打卡 {streak.current} 天，明天继续～"
+    else:
+        # "/打卡是几点截止？": a question about 打卡 is not one (see :func:`is_checkin`).
+        text = "这条没有记为打卡（像是在提问）。打卡请写：打卡 今天学了什么"
     await reply(update, ctx, text, mentions=[update.sender_id])

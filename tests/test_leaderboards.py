@@ -242,3 +242,13 @@ async def test_a_teachers_checkin_is_not_a_learners(bot: App) -> None:
         assert "李老师" not in out and "1. 小明" in out, out
     with bot.db.session() as session:
         assert checkins.days_of(session, "c1", "teacher1") == []
+
+
+async def test_a_question_to_the_checkin_command_is_not_told_it_checked_in(bot: App) -> None:
+    assert await say(bot, "wmKid", "/打卡是几点截止？", local(2026, 11, 3, 9)) == [
+        "这条没有记为打卡（像是在提问）。打卡请写：打卡 今天学了什么"
+    ]
+    (done,) = await say(bot, "wmKid", "/打卡 第2天 学了字典", local(2026, 11, 3, 10))
+    assert done.startswith("✅ 打卡成功")
+    (again,) = await say(bot, "wmKid", "/打卡 再来一次", local(2026, 11, 3, 11))
+    assert again.startswith("今天已经打过卡啦")
