@@ -100,7 +100,10 @@ def board_text(ctx: Context, cohort: CohortSettings, board: str, today: date, me
         monday, sunday = week_of(today)
         title += f"（{monday.strftime('%m-%d')}～{sunday.strftime('%m-%d')}）"
     if not rows:
-        return f"🏆 {title}\n还没有人上榜，快来争第一！"
+        ended = today > cohort.end_date
+        return f"🏆 {title}\n" + (
+            "这期已经结营，没有人上榜。" if ended else "还没有人上榜，快来争第一！"
+        )
     names = roster.names(ctx.session, [m for m, _ in rows[:TOP]] + [me])
     unit = UNITS[board]
     lines = [f"🏆 {title}"]

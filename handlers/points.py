@@ -240,7 +240,10 @@ def streak_rules_text(ctx: Context, cohort: CohortSettings, member_id: str, toda
     elif today > end:
         lines.append(f"训练营已于 {end.strftime('%m-%d')} 结营，打卡记录到此为止")
     elif today == end and streak.checked_today:
-        lines.append("今天是训练营最后一天，已打卡，连续打卡坚持到了最后！")
+        if streak.current >= (end - cohort.start_date).days + 1:
+            lines.append("今天是训练营最后一天，已打卡，全程连续打卡，坚持到了最后！")
+        else:
+            lines.append("今天是训练营最后一天，已打卡，为这期学习画上了句号！")
     elif streak.breaks_after is not None:
         when = streak.breaks_after.strftime("%m-%d")
         cut = f"{cohort.day_start_hour:02d}:00"

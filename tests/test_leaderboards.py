@@ -252,3 +252,9 @@ async def test_a_question_to_the_checkin_command_is_not_told_it_checked_in(bot: 
     assert done.startswith("✅ 打卡成功")
     (again,) = await say(bot, "wmKid", "/打卡 再来一次", local(2026, 11, 3, 11))
     assert again.startswith("今天已经打过卡啦")
+
+
+async def test_an_empty_board_after_the_end_does_not_invite_competition(bot: App) -> None:
+    # c1 ended on 11-22; the week of 11-23 has no points and can have none.
+    (out,) = await say(bot, "wmKid", "/排行 周", local(2026, 11, 24, 10))
+    assert out.splitlines() == ["🏆 本周积分榜（11-23～11-29）", "这期已经结营，没有人上榜。"]

@@ -233,7 +233,7 @@ async def test_streak_rules_before_the_start_on_the_last_day_and_after_the_end(b
     await _checkin(bot, "wmKid", 22)
     (last,) = await say(bot, "wmKid", "/我的", local(2026, 11, 22, 10))
     assert "连续打卡 2 天" in last
-    assert "今天是训练营最后一天，已打卡，连续打卡坚持到了最后！" in last
+    assert "今天是训练营最后一天，已打卡，为这期学习画上了句号！" in last  # 2 days, not all 21
     assert "不打卡连续就会中断" not in last
     for day in (23, 26):
         (after,) = await say(bot, "wmKid", "/我的", local(2026, 11, day, 10))
@@ -331,3 +331,10 @@ async def test_a_sent_extra_makeup_card_offer_adds_a_card(bot: App) -> None:
     assert await say(bot, "wmKid", "/补卡 11-05", at) == ["你的 3 张补卡已经用完了。"]
     (points,) = await say(bot, "wmKid", "/积分", at)
     assert "补卡：已用 3/3 张（11-02、11-03、11-04）" in points
+
+
+async def test_the_last_day_praises_a_full_streak_only(bot: App) -> None:
+    for d in range(2, 23):  # every day of c1, 11-02..11-22
+        await _checkin(bot, "wmAmy", d)
+    (mine,) = await say(bot, "wmAmy", "/我的", local(2026, 11, 22, 20))
+    assert "今天是训练营最后一天，已打卡，全程连续打卡，坚持到了最后！" in mine
