@@ -23,6 +23,11 @@ def test_spec_defaults() -> None:
     assert s.catalog == ()
 
 
+def test_daily_caps_set_the_reasons_they_name() -> None:
+    caps = _parse(points={"daily_caps": {"intro": 0, "milestone": 40}}).points.daily_caps
+    assert dict(caps) == {"checkin": 2, "intro": 0, "review": 0, "quiz": 30, "milestone": 40}
+
+
 def test_the_example_config_documents_every_section() -> None:
     s = load_settings("config.example.toml", env={})
     assert s.catalog[0].sku == "A01"
@@ -32,6 +37,11 @@ def test_the_example_config_documents_every_section() -> None:
     ("sections", "message"),
     [
         ({"points": {"chekin": 3}}, "points.chekin: unknown key (did you mean 'checkin'?)"),
+        (
+            {"points": {"daily_caps": {"self_intro": 0}}},
+            "points.daily_caps.self_intro: unknown key (did you mean 'intro'?)",
+        ),
+        ({"points": {"daily_caps": {"quiz": -1}}}, "points.daily_caps.quiz: -1 is outside"),
         ({"points": {"milestone_bonus": {"seven": 3}}}, "points.milestone_bonus.seven: expected"),
         ({"reviews": {"similarity_threshold": 2}}, "reviews.similarity_threshold: expected a"),
         ({"streaks": {"reminder_time": "25:00"}}, "streaks.reminder_time: '25:00' is not a time"),

@@ -35,6 +35,10 @@ class PointsSettings:
     manual_max: int = 1000  # the most one 加分/扣分 may move
 
 
+#: The ledger reasons a ``[points.daily_caps]`` entry may cap (what a learner earns by acting).
+CAPPED_REASONS = ("checkin", "intro", "milestone", "review", "quiz")
+
+
 @dataclass(frozen=True)
 class ReviewSettings:
     """Peer review (点评) rules and anti-cheat thresholds (SPEC §4.1)."""
@@ -99,8 +103,9 @@ def parse_points(r: Reader) -> PointsSettings:
         bonus = dict(d.milestone_bonus)
     caps_table = r.table("daily_caps")
     caps = dict(d.daily_caps)
-    for key in list(caps_table.data):
-        caps[str(key)] = caps_table.int_(str(key), lo=0, hi=100_000)
+    for reason in CAPPED_REASONS:
+        caps[reason] = caps_table.int_(reason, caps.get(reason, 0), lo=0, hi=100_000)
+    caps_table.finish()  # "self_intro = 0" is refused (did you mean 'intro'?), not ignored
     out = PointsSettings(
         checkin=r.int_("checkin", d.checkin, 0, 10_000),
         self_intro=r.int_("self_intro", d.self_intro, 0, 10_000),
