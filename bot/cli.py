@@ -323,12 +323,19 @@ def cmd_export_nudges(args: argparse.Namespace) -> int:
     from storage import nudges
 
     settings = _settings(args)
+    if args.cohort is not None:
+        try:
+            settings.cohort(args.cohort)
+        except KeyError:
+            print(f"没有这个训练营：{args.cohort}", file=sys.stderr)
+            return 2
     app = App.open(settings)
     out = open(args.csv, "w", encoding="utf-8", newline="") if args.csv else sys.stdout  # noqa: SIM115
     try:
         with app.db.session() as session:
             rows = nudges.all_sent(session, args.cohort)
-            by_script, by_stage = nudges.success_rates(session)
+            # The rates of the nudges exported: one cohort's when --cohort names one.
+            by_script, by_stage = nudges.success_rates(session, cohort_id=args.cohort)
         writer = csv.writer(out)
         writer.writerow(
             [

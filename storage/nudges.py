@@ -304,14 +304,17 @@ def all_sent(session: Session, cohort_id: str | None = None) -> Sequence[Nudge]:
 
 
 def success_rates(
-    session: Session, chat_ids: Sequence[str] | None = None
+    session: Session, chat_ids: Sequence[str] | None = None, cohort_id: str | None = None
 ) -> tuple[dict[str, tuple[int, int]], dict[str, tuple[int, int]]]:
-    """``(by_script, by_stage)``: each maps to ``(worked, decided)`` over settled sent nudges."""
+    """``(by_script, by_stage)``: each maps to ``(worked, decided)`` over settled sent nudges
+    (of these groups, of this cohort, or all)."""
     stmt = select(col(Nudge.script_id), col(Nudge.stage), col(Nudge.worked)).where(
         col(Nudge.status) == SENT, col(Nudge.worked).is_not(None)
     )
     if chat_ids is not None:
         stmt = stmt.where(one_of(session, col(Nudge.chat_id), chat_ids))
+    if cohort_id is not None:
+        stmt = stmt.where(col(Nudge.cohort_id) == cohort_id)
     by_script: dict[str, tuple[int, int]] = {}
     by_stage: dict[str, tuple[int, int]] = {}
     for script_id, stage, worked in session.execute(stmt).all():

@@ -14,6 +14,7 @@ from bot.app import App
 from bot.config import load_settings
 from handlers.progress import parse_rows
 from storage import cohort_dates
+from storage import nudges as nudge_store
 from tests.conftest import GROUP_A, base_config
 
 
@@ -98,6 +99,37 @@ def test_cli_import_digest_export(tmp_path: Path, database_url: str, capsys: Any
     digest = ["--config", str(config), "digest", "--group", GROUP_A, "--date", "2026-11-09"]
     assert cli.main(digest) == 0
     assert "第8天（结营期）" in capsys.readouterr().out
+
+
+def test_export_nudges_of_one_cohort(tmp_path: Path, database_url: str, capsys: Any) -> None:
+    config = _write_config(tmp_path, database_url)
+    settings = load_settings(config, env={})
+    app = App.open(settings)
+    try:
+        with app.db.unit_of_work_sync() as uow:
+            for cohort, chat, script, worked in (
+                ("c1", GROUP_A, "care.high", True),
+                ("ny", settings.cohort("ny").groups[0].chat_id, "streak.broken", False),
+            ):
+                uow.session.add(
+                    nudge_store.Nudge(
+                        cohort_id=cohort, chat_id=chat, member_id="wmA", day=date(2026, 11, 5),
+                        script_id=script, variant=0, scenario="x", stage="advancing", level=2,
+                        text="hi", text_hash=script, status=nudge_store.SENT,
+                        scheduled_at=datetime(2026, 11, 5, 11, tzinfo=UTC), worked=worked,
+                    )
+                )  # fmt: skip
+    finally:
+        app.close()
+    base = ["--config", str(config), "export", "nudges"]
+    assert cli.main([*base, "--cohort", "c1"]) == 0
+    out = capsys.readouterr().out
+    assert "care.high" in out and "streak.broken" not in out  # the rates too: c1's only
+    assert cli.main([*base]) == 0
+    both = capsys.readouterr().out
+    assert "care.high" in both and "streak.broken" in both
+    assert cli.main([*base, "--cohort", "nope"]) == 2
+    assert "没有这个训练营：nope" in capsys.readouterr().err
 
 
 @pytest.fixture(autouse=True)
