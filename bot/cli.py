@@ -295,19 +295,21 @@ def cmd_digest(args: argparse.Namespace) -> int:
 
 def cmd_import_progress(args: argparse.Namespace) -> int:
     """Import course progress: CSV rows of learner id, completion rate, homework rate."""
-    from handlers.progress import import_progress
+    from handlers.progress import import_progress, read_lines
 
     settings = _settings(args)
-    app = App.open(settings)
     try:
-        with (
-            open(args.file, encoding="utf-8-sig", newline="") as fh,
-            app.db.unit_of_work_sync() as uow,
-        ):
-            imported, errors = import_progress(uow.session, fh, SystemClock().now())
+        lines = read_lines(args.file)
     except OSError as exc:
         print(f"无法读取 {args.file}：{exc.strerror}", file=sys.stderr)
         return 1
+    except UnicodeDecodeError:
+        print(f"{args.file} 不是 UTF-8 或 GBK 编码的文本", file=sys.stderr)
+        return 1
+    app = App.open(settings)
+    try:
+        with app.db.unit_of_work_sync() as uow:
+            imported, errors = import_progress(uow.session, lines, SystemClock().now())
     finally:
         app.close()
     for number, reason in errors:

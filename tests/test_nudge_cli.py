@@ -13,8 +13,9 @@ from bot import cli
 from bot.app import App
 from bot.config import load_settings
 from handlers.progress import parse_rows
-from storage import cohort_dates
+from storage import cohort_dates, roster
 from storage import nudges as nudge_store
+from storage import radar as radar_store
 from tests.conftest import GROUP_A, base_config
 
 
@@ -61,17 +62,40 @@ def test_progress_rows() -> None:
     good, errors = parse_rows(
         ["learner,completion,homework", "wmA,0.8,90%", "wmB,abc,1", "wmC,0.2", "wmD,30,0.1"]
     )
-    assert good == [("wmA", 0.8, 0.9), ("wmD", 0.3, 0.1)]
+    # One scale per column: completion has a 30, so it is 0-100 and wmA's 0.8 is 0.8%.
+    assert good == [("wmA", 0.008, 0.9), ("wmD", 0.3, 0.1)]
     assert [n for n, _ in errors] == [3, 4]
+    # A learner at 1% in a 0-100 file is 1%, not done (the value was read as 1.0 on its own).
+    good, errors = parse_rows(["wm1,1,0", "wm2,85,100", "wm3,0.5,50%", "wm4,120,1"])
+    assert good == [("wm1", 0.01, 0.0), ("wm2", 0.85, 1.0), ("wm3", 0.005, 0.5)]
+    assert errors == [(4, "比例超出范围（0-1 或 0-100）：120, 1")]
+    assert parse_rows(["wm1,1,0", "wm2,0.5,0.25"])[0] == [("wm1", 1.0, 0.0), ("wm2", 0.5, 0.25)]
 
 
 def test_cli_import_digest_export(tmp_path: Path, database_url: str, capsys: Any) -> None:
     config = _write_config(tmp_path, database_url)
+    settings = load_settings(config, env={})
+    app = App.open(settings)
+    try:
+        with app.db.unit_of_work_sync() as uow:
+            roster.ensure_members(
+                uow.writer, [("wmA", "小安", "external")], datetime(2026, 11, 2, tzinfo=UTC)
+            )
+    finally:
+        app.close()
     csv_file = tmp_path / "p.csv"
-    csv_file.write_text("wmA,0.2,0.3\nbad line\n", "utf-8")
+    # GBK, as Excel on Chinese Windows saves it; a typo'd id is reported, not stored.
+    csv_file.write_bytes("学员,完课率,作业\nwmA,20,30\nbad line\nwmTypo,50,50\n".encode("gbk"))
     assert cli.main(["--config", str(config), "import-progress", str(csv_file)]) == 1
     captured = capsys.readouterr()
-    assert f"{csv_file}:2:" in captured.err and "导入 1 行" in captured.out
+    assert f"{csv_file}:3:" in captured.err and "导入 1 行，2 行有问题" in captured.out
+    assert f"{csv_file}:4: 不认识这个学员ID：wmTypo" in captured.err
+    app = App.open(settings)
+    try:
+        with app.db.session() as session:
+            assert radar_store.progress_of(session, ["wmA", "wmTypo"]) == {"wmA": (0.2, 0.3)}
+    finally:
+        app.close()
     assert (
         cli.main(["--config", str(config), "digest", "--group", GROUP_A, "--date", "2026-11-05"])
         == 0
