@@ -393,14 +393,23 @@ async def test_final_errors_and_exhausted_retries_fail_the_row(h: Harness) -> No
     assert report.failed == 1 and report.sent == 0
 
 
-async def test_missing_robot_key_fails_without_calling_wecom(h: Harness) -> None:
+async def test_a_missing_robot_key_holds_group_messages_until_it_is_set(h: Harness) -> None:
+    # Like a missing corp secret: the rows wait (not failed, no attempt spent), and go out once
+    # the operator sets the variable (here: a worker started with it).
     worker = DeliveryWorker(h.app.settings, h.app.db, h.api, h.clock, env={})
     await h.queue(group("x", "nokey:1"))
     report = await worker.deliver_due()
-    assert report.failed == 1
+    assert (report.failed, report.sent) == (0, 0)
     assert h.fake.calls(WEBHOOK) == []
     (row,) = h.rows()
-    assert row.status == "failed" and "ROBOT_A" in (row.last_error or "")
+    assert (row.status, row.attempts) == ("pending", 0) and "ROBOT_A" in (row.last_error or "")
+    assert row.next_attempt_at == h.clock.now() + timedelta(minutes=5)
+    h.clock.advance(timedelta(minutes=5))
+    assert (await worker.deliver_due()).sent == 0  # still missing: still waiting
+    h.clock.advance(timedelta(minutes=5))
+    assert (await h.worker.deliver_due()).sent == 1  # h.worker has ROBOT_A
+    (row,) = h.rows()
+    assert (row.status, row.attempts) == ("sent", 1)
 
 
 async def test_queue_length_gauge(h: Harness) -> None:

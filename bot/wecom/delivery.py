@@ -100,6 +100,17 @@ class UndeliverableError(Exception):
         self.reason = reason
 
 
+class MissingSecretError(Exception):
+    """A secret the row's door needs is not in the environment (a robot key): the row waits
+    for it, as rows wait while the corp secret is missing, instead of failing for good."""
+
+    reason = "missing_secret"
+
+
+#: How long a row waits before looking for a missing secret again (not counted as an attempt).
+MISSING_SECRET_RECHECK = timedelta(minutes=5)
+
+
 @dataclass(frozen=True)
 class Route:
     """Where one row goes: the door, the WeCom target, and the door's rate limit per minute."""
@@ -173,6 +184,7 @@ class DeliveryWorker:
         self.aibot = aibot
         self.env = os.environ if env is None else env
         self.rng = rng or random.Random()
+        self._told: set[str] = set()  # missing secrets already logged (once each)
         self.batch = batch
 
     # -- the loop --------------------------------------------------------------------------
@@ -322,6 +334,8 @@ class DeliveryWorker:
         assert row.id is not None
         try:
             await self._call(row, route)
+        except MissingSecretError as exc:
+            return await self._wait_for_secret(item, exc, report)
         except (ApiError, UndeliverableError) as exc:
             return await self._failed(item, exc, report)
         except Exception as exc:  # a bug must not leave the row claimed until the lease ends
@@ -333,6 +347,24 @@ class DeliveryWorker:
         report.sent += 1
         metrics.OUTBOX_SENT.inc(channel=route.door)
         return None
+
+    async def _wait_for_secret(
+        self, item: Claimed, exc: MissingSecretError, report: DeliveryReport
+    ) -> datetime:
+        """Leave the row pending (not an attempt) until the operator sets the secret."""
+        assert item.row.id is not None
+        at = self.clock.now() + MISSING_SECRET_RECHECK
+        metrics.OUTBOX_FAILURES.inc(channel=item.route.door, reason=exc.reason)
+        report.errors.append(str(exc))
+        report.retried += 1
+        async with self.db.unit_of_work() as uow:
+            outbox.reschedule(
+                uow.writer, item.row.id, item.version, at, str(exc), refund_attempt=True
+            )
+        if str(exc) not in self._told:
+            self._told.add(str(exc))
+            log.warning("outbox: %s; group messages wait until it is set", exc)
+        return at
 
     async def _failed(
         self, item: Claimed, exc: Exception, report: DeliveryReport
@@ -379,9 +411,7 @@ class DeliveryWorker:
         if route.door == "robot":
             key = self.env.get(route.target, "")
             if not key:
-                raise UndeliverableError(
-                    f"env var {route.target} (robot key) is not set", "not_configured"
-                )
+                raise MissingSecretError(f"env var {route.target} (robot key) is not set")
             image = await self._image(payload) if kind is Kind.IMAGE else b""
             await self.api.webhook_send(key, _robot_body(kind, text, payload, image))
         elif route.door == "appchat":
