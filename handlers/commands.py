@@ -180,11 +180,12 @@ def _resolve_mentions(
     return ids, list(found.unresolved), tuple(found.rest.split())
 
 
-def help_text(table: _Table, role: Role) -> str:
+def help_text(table: _Table, role: Role, in_group: bool = True) -> str:
     lines = ["可用指令（群里 @我 或以 / 开头）："]
     for command in table.ordered:
         if command.role <= role:
-            lines.append(f"· {command.usage} —— {command.summary}")
+            where = "（群里使用）" if command.group_only and not in_group else ""
+            lines.append(f"· {command.usage} —— {command.summary}{where}")
     return "\n".join(lines)
 
 
@@ -194,7 +195,7 @@ def build_router(*sets: CommandSet) -> Router:
 
     @help_set.command("帮助", "help", "菜单", summary="查看可用指令")
     async def show_help(update: Update, ctx: Context, call: Call) -> None:
-        await reply(update, ctx, help_text(table, call.role))
+        await reply(update, ctx, help_text(table, call.role, update.is_group))
 
     table = _Table([help_set, *sets])
     router = Router("commands")
@@ -208,7 +209,8 @@ def build_router(*sets: CommandSet) -> Router:
         found = table.match(text)
         if found is None:
             if update.is_group or text:
-                await reply(update, ctx, f"没有找到这个指令。\n{help_text(table, role)}")
+                help_ = help_text(table, role, update.is_group)
+                await reply(update, ctx, f"没有找到这个指令。\n{help_}")
             return
         command, args = found
         if ctx.facts.day is not None:

@@ -29,7 +29,7 @@ from bot.radar import SIGNAL_LABELS, STAGE_LABELS, MemberRisk, Signal, Stage, ev
 from bot.updates import Update
 from handlers.commands import Call, CommandSet, Role, UsageError, reply, role_of
 from scripts_library import nudges as library
-from storage import checkins, milestones, points, roster, schedule
+from storage import checkins, cohort_dates, milestones, points, roster, schedule
 from storage import nudges as store
 from storage import radar as radar_store
 from storage.nudges import Nudge, Offer
@@ -860,20 +860,38 @@ async def approve(update: Update, ctx: Context, call: Call) -> None:
     role=Role.LEADER,
     usage="潜水 [天数]",
     summary="查看潜水名单和流失风险",
-    group_only=True,
 )
 async def quiet_list(update: Update, ctx: Context, call: Call) -> None:
+    """In a group, that group's list; in single chat, the lists of every group the sender leads
+    or teaches (risk levels need not be read out in front of the learners)."""
     days: int | None = None
     if call.words:
         if len(call.words) != 1 or not call.words[0].isdigit():
             raise UsageError("天数请写数字")
         days = int(call.words[0])
-    cohort = ctx.cohort  # the group's cohort, with 开营/结营 applied (see Pipeline.context)
-    if cohort is None:
-        raise UsageError("本群没有配置训练营")
+    if update.is_group:
+        cohort = ctx.cohort  # the group's cohort, with 开营/结营 applied (see Pipeline.context)
+        if cohort is None:
+            raise UsageError("本群没有配置训练营")
+        lines = _quiet_lines(ctx, cohort, update.chat_id, days)
+    else:
+        lines = []
+        for cohort in ctx.settings.cohorts:
+            cohort = cohort_dates.effective(ctx.uow.writer, cohort)
+            for g in cohort.groups:
+                if update.sender_id in g.leaders or update.sender_id in g.teachers:
+                    if lines:
+                        lines.append("")
+                    lines.append(f"【{g.name or g.chat_id}】")
+                    lines += _quiet_lines(ctx, cohort, g.chat_id, days)
+    await reply(update, ctx, fit_bytes(lines, 2000))
+
+
+def _quiet_lines(ctx: Context, cohort: CohortSettings, chat_id: str, days: int | None) -> list[str]:
+    """One group's quiet list: a title line, then a line per learner."""
     today = learning_day(ctx.clock.now(), cohort.timezone, cohort.day_start_hour)
-    radar = evaluate(ctx.session, ctx.settings, cohort, [update.chat_id], today, persist=False)
-    group = radar[update.chat_id]
+    radar = evaluate(ctx.session, ctx.settings, cohort, [chat_id], today, persist=False)
+    group = radar[chat_id]
     if days is None:
         rows = group.flagged
         title = f"潜水预警（{len(rows)}人）"
@@ -884,15 +902,14 @@ async def quiet_list(update: Update, ctx: Context, call: Call) -> None:
         )
         title = f"{days}天以上未发言（{len(rows)}人）"
     if not rows:
-        await reply(update, ctx, f"{title}：没有需要关注的同学 👍")
-        return
+        return [f"{title}：没有需要关注的同学 👍"]
     lines = [title]
     for m in rows:
         signals = "、".join(SIGNAL_LABELS[s] for s in m.signals) or "无"
         lines.append(
             f"· {m.name} {m.level_label} 未发言{m.days_quiet}天 连续打卡{m.streak}天｜{signals}"
         )
-    await reply(update, ctx, fit_bytes(lines, 2000))
+    return lines
 
 
 def fit_bytes(lines: list[str], limit: int) -> str:

@@ -258,3 +258,12 @@ async def test_an_empty_board_after_the_end_does_not_invite_competition(bot: App
     # c1 ended on 11-22; the week of 11-23 has no points and can have none.
     (out,) = await say(bot, "wmKid", "/排行 周", local(2026, 11, 24, 10))
     assert out.splitlines() == ["🏆 本周积分榜（11-23～11-29）", "这期已经结营，没有人上榜。"]
+
+
+async def test_help_in_single_chat_marks_the_group_only_commands(bot: App) -> None:
+    (group,) = await say(bot, "leader1", "/帮助", local(2026, 11, 3, 9))
+    assert "（群里使用）" not in group
+    (single,) = await say(bot, "leader1", "帮助", local(2026, 11, 3, 9), chat="")
+    lines = {line.split(" —— ")[0]: line for line in single.splitlines()}
+    assert lines["· 加分 @某人 <分数> <原因>"].endswith("（群里使用）")
+    assert lines["· 潜水 [天数]"].endswith("查看潜水名单和流失风险")  # works in single chat

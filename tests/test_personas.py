@@ -315,6 +315,16 @@ async def test_stage_override_and_quiet_list(app: App) -> None:
     quiet = next(r for r in replies if r.startswith("潜水预警"))
     assert "沉默 高危警报" in quiet and "稳稳" not in quiet
     assert any("仅限班长" in r for r in replies)
+    # In single chat the teacher gets the lists of their groups, out of the learners' sight.
+    await app.pipeline.ingest(
+        [pair(archive_text("", "teacher1", "潜水", now + timedelta(seconds=3)))]
+    )
+    (private,) = [
+        m.text for m in run.sender.sent if m.to == "teacher1" and m.channel is Channel.REPLY
+    ]
+    heading, title, *_ = private.splitlines()
+    assert heading.startswith("【") and title.startswith("潜水预警")
+    assert "沉默 高危警报" in private and "稳稳" not in private
     async with app.db.unit_of_work() as uow:
         radar = evaluate(
             uow.session,
