@@ -473,9 +473,15 @@ def group_digests(
     return out
 
 
+#: How the lines that continue a quiet-list entry start (see :func:`render_group`).
+CONTINUES = "   "
+ENTRY_CONTINUES = CONTINUES.encode()
+
+
 def split_markdown(text: str, limit: int = MARKDOWN_LIMIT) -> list[str]:
     """Split on line boundaries into parts of at most ``limit`` UTF-8 bytes; a single line longer
-    than the limit is cut at a character boundary."""
+    than the limit is cut at a character boundary. A quiet-list entry's indented lines (its
+    signals and script, "   > ...") stay with its name, unless the entry alone is too long."""
     # Each part takes as many whole lines as fit: it ends at the last line break within
     # ``limit`` bytes of its start (found in the encoded text, not line by line: a nightly pass
     # splits 200,000 lines). A line longer than the limit is cut by _split_lines.
@@ -486,6 +492,11 @@ def split_markdown(text: str, limit: int = MARKDOWN_LIMIT) -> list[str]:
         cut = data.rfind(b"\n", at, at + limit + 1)
         if cut < 0:
             return _split_lines(text, limit)
+        whole = cut
+        while whole > at and data.startswith(ENTRY_CONTINUES, whole + 1):
+            whole = data.rfind(b"\n", at, whole)
+        if whole > at:
+            cut = whole
         parts.append(data[at:cut].decode())
         at = cut + 1
     parts.append(data[at:].decode())
@@ -508,10 +519,19 @@ def _split_lines(text: str, limit: int) -> list[str]:
             parts.append(piece)
             line = line[len(piece) :]
         extra = len(line.encode()) + (1 if current else 0)
-        if current and size + extra > limit:
-            parts.append("\n".join(current))
-            current, size = [], 0
-            extra = len(line.encode())
+        while current and size + extra > limit:
+            # Cut before the last line that does not continue an entry, if the part keeps text.
+            j = len(current)
+            if line.startswith(CONTINUES):
+                j = len(current) - 1
+                while j > 0 and current[j].startswith(CONTINUES):
+                    j -= 1
+                if j < 1 or not "\n".join(current[:j]):
+                    j = len(current)
+            parts.append("\n".join(current[:j]))
+            current = current[j:]
+            size = len("\n".join(current).encode())
+            extra = len(line.encode()) + (1 if current else 0)
         current.append(line)
         size += extra
     if current:

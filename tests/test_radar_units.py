@@ -181,6 +181,15 @@ def test_split_markdown_fits_and_keeps_lines() -> None:
     assert "\n".join(parts) == text
     huge = split_markdown("字" * 5000)
     assert all(len(p.encode()) <= 4096 for p in huge) and "".join(huge) == "字" * 5000
+    # A quiet-list entry (name, signals, script) is not split across two messages.
+    entries = [
+        f"{i}. **学员{i}** 高危警报\n   > 信号：{'长时间未发言' * 9}\n   > 建议话术：{'你好' * 40}"
+        for i in range(1, 76)
+    ]
+    text = "### 潜水预警（75人）\n" + "\n".join(entries)
+    parts = split_markdown(text)
+    assert len(parts) > 3 and "\n".join(parts) == text
+    assert all(len(p.encode()) <= 4096 and not p.startswith("   ") for p in parts)
 
 
 def test_choose_uses_each_postcard_and_variant_once() -> None:
@@ -239,7 +248,7 @@ def test_split_markdown_matches_the_line_by_line_split() -> None:
     from handlers.digest import _split_lines
 
     rnd = random.Random(3)
-    pieces = ["a", "字", " ", "\n", "\n", "✅", "\n\n"]
+    pieces = ["a", "字", " ", "\n", "\n", "✅", "\n\n", "\n   > "]
     for _ in range(3000):
         text = "".join(rnd.choice(pieces) for _ in range(rnd.randint(0, 80)))
         limit = rnd.randint(4, 24)
