@@ -363,10 +363,13 @@ def signals_of(
             # 2. Check-in rate of the last 3 days below half of the learner's previous 7 days.
             recent3 = ((cm >> 1) & 7).bit_count()
             prev_days = min(7, present - 4)
-            if prev_days >= 3:
-                prev = ((cm >> 4) & ((1 << prev_days) - 1)).bit_count()
+            prev = ((cm >> 4) & ((1 << prev_days) - 1)).bit_count() if prev_days > 0 else 0
+            if prev_days >= 3 and prev > 0:
                 drop = _checkin_drop(recent3, prev_days, prev, rules.checkin_drop_ratio)
             else:
+                # No baseline of their own (too early, or no check-in at all): the group's, as
+                # for message volume. A learner who never checks in stays measured against it
+                # instead of against their own zero, which made them look better after a week.
                 drop = _checkin_drop_group(recent3, group.checkin_rate3, rules.checkin_drop_ratio)
             if drop is not None:
                 fired.append(drop)

@@ -151,8 +151,12 @@ async def test_personas_over_sixteen_days(app: App) -> None:
     first_medium = min(d for d, v in fade.items() if v == 2)
     assert all(v == 0 for d, v in fade.items() if d < first_light)
     assert first_light < first_medium, fade
-    # Silent from day one: high by day 4.
+    # Silent from day one: high by day 4, and still high later: a check-in drop measured against
+    # the group, not against their own zero (they used to drop to medium after a week).
     assert lv["wmSilent"][4] == 3, run.signals["wmSilent"][4]
+    silent = run.signals["wmSilent"]
+    assert all(Signal.CHECKIN_DROP in silent[d] for d in range(4, 17)), silent
+    assert lv["wmSilent"][16] == 3
     # Comeback: flagged while away, held on the first active day, cleared after 2 active days.
     back = lv["wmBack"]
     assert back[11] > 0
