@@ -47,7 +47,9 @@ async def group_stats(update: Update, ctx: Context, call: Call) -> None:
     members = [
         m
         for m, _ in roster.members_of(ctx.session, update.chat_id)
-        if m.left_at is None and m.member_id not in group.teachers
+        if m.left_at is None
+        and m.member_id not in group.teachers
+        and m.member_id not in group.leaders
     ]
     by_day: dict[date, dict[str, int]] = {
         d: {"active": 0, "messages": 0, "checkins": 0, "reviews": 0} for d in days
@@ -61,7 +63,7 @@ async def group_stats(update: Update, ctx: Context, call: Call) -> None:
         s["messages"] += r.messages
         s["checkins"] += r.checkins
         s["reviews"] += r.reviews_given
-    lines = [f"📊 {group.name or '本群'} 最近 {n} 天（共 {len(members)} 人）"]
+    lines = [f"📊 {group.name or '本群'} 最近 {n} 天（共 {len(members)} 名学员）"]
     for d in days:
         s = by_day[d]
         lines.append(

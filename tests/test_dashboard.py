@@ -108,6 +108,7 @@ async def test_login_sets_a_signed_httponly_lax_cookie_and_opens_every_page(url:
         async with http.get(f"{url}/dashboard/") as page:
             html = await page.text()
             assert page.status == 200 and "一班" in html and "Python 21天入门" in html
+            assert "· 4 名学员" in html  # 小鱼, 李同学, 阿杰, 小白: not the teacher
         async with http.get(f"{url}/dashboard/group/{GROUP_A}/chart.svg") as chart:
             assert chart.status == 200 and chart.content_type == "image/svg+xml"
             assert "<svg" in await chart.text()
@@ -235,11 +236,13 @@ async def test_quiet_list_and_chart_series(app: App, clock: ManualClock) -> None
         quiet = data.quiet_list(session, app.settings, GROUP_A, TODAY)
         series = data.activity_series(session, GROUP_A, TODAY, 14)
     by_name = {q.name: q for q in quiet}
-    # Highest risk first; the teacher is not a learner and never listed.
-    assert [q.name for q in quiet] == ["阿杰", "小白", "李同学", "小鱼"]
+    # Highest risk first; the teacher is not a learner and never listed. 小白, silent since the
+    # start, ranks first: no check-in of their own, so their check-in drop is measured against
+    # the group's (against their own zero they used to rank below 阿杰, who faded).
+    assert [q.name for q in quiet] == ["小白", "阿杰", "李同学", "小鱼"]
     assert by_name["阿杰"].signals[:2] == ("高危警报", "已经7天没有在群里发言")
     assert (by_name["阿杰"].days_quiet, by_name["阿杰"].never_spoken) == (7, False)
-    assert by_name["小白"].never_spoken and by_name["小白"].signals[0] == "中度警报"
+    assert by_name["小白"].never_spoken and by_name["小白"].signals[0] == "高危警报"
     assert by_name["小白"].days_quiet == 9  # learning days since the cohort started on Nov 2
     # 小鱼 is active; only the missing self-introduction fires.
     assert by_name["小鱼"].signals == ("轻度预警", "入群9天还没有做自我介绍")
@@ -313,7 +316,7 @@ async def test_page_database_reads_run_off_the_event_loop(
 
         return wrapper
 
-    for name in ("member_count", "members", "activity_series"):
+    for name in ("learner_count", "members", "activity_series"):
         monkeypatch.setattr(data, name, recording(name, getattr(data, name)))
     async with client() as http:
         await login(http, url)
@@ -324,6 +327,6 @@ async def test_page_database_reads_run_off_the_event_loop(
         seen.clear()
         async with http.get(f"{url}/dashboard/group/{GROUP_A}/chart.svg") as resp:
             assert resp.status == 200
-    assert set(seen_page) == {"member_count", "members", "activity_series"}
+    assert set(seen_page) == {"learner_count", "members", "activity_series"}
     assert set(seen) == {"activity_series"}
     assert loop_thread not in {*seen_page.values(), *seen.values()}

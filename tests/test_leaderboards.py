@@ -146,7 +146,7 @@ async def test_stats_for_leaders_only(bot: App) -> None:
     ]
     (out,) = await say(bot, "leader1", "/统计 2", local(2026, 11, 4, 20))
     lines = out.splitlines()
-    assert lines[0] == "📊 一班 最近 2 天（共 6 人）"
+    assert lines[0] == "📊 一班 最近 2 天（共 5 名学员）"  # not the leader, not the teacher
     assert lines[1] == "11-03 发言 2 人/2 条，打卡 1，有效点评 0"
     assert lines[2] == "11-04 发言 3 人/4 条，打卡 1，有效点评 0"
     assert lines[3] == "2 天内没发言：3 人"

@@ -139,9 +139,15 @@ def members(
     return rows
 
 
-def member_count(session: Session, chat_id: str) -> int:
-    """Current members of a group (former ones not counted)."""
-    return sum(1 for m, _ in roster.members_of(session, chat_id) if m.left_at is None)
+def learner_count(session: Session, group: GroupSettings) -> int:
+    """Current learners of a group: former members and the group's leaders and teachers are not
+    counted (as in the digest's and 统计's headcounts)."""
+    staff = {*group.leaders, *group.teachers}
+    return sum(
+        1
+        for m, _ in roster.members_of(session, group.chat_id)
+        if m.left_at is None and m.member_id not in staff
+    )
 
 
 def quiet_list(

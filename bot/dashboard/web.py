@@ -284,7 +284,7 @@ def _index_cohorts(state: DashboardState, urls: Mapping[str, str]) -> list[dict[
                 {
                     "name": group.name or group.chat_id,
                     "url": urls[group.chat_id],
-                    "members": data.member_count(session, group.chat_id),
+                    "learners": data.learner_count(session, group),
                 }
                 for group in cohort.groups
             ]
