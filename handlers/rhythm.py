@@ -348,14 +348,25 @@ async def flush_welcome(ctx: Context, run: Run) -> None:
     ids = store.take_pending_welcomes(ctx.session, run.chat_id, ctx.clock.now())
     if not ids:
         return
-    text = words.text(
-        "welcome",
-        mentions=_mention_text(ctx, ids),
-        group=ctx.group.name or ctx.cohort.course,
-        course=ctx.cohort.course,
-        template=intro_template(ctx.settings),
-    )
+    fields: dict[str, object] = {
+        "mentions": _mention_text(ctx, ids),
+        "group": ctx.group.name or ctx.cohort.course,
+        "course": ctx.cohort.course,
+    }
+    if _all_introduced(ctx, run.chat_id, ids):
+        text = words.text("welcome_introduced", **fields)
+    else:
+        text = words.text("welcome", **fields, template=intro_template(ctx.settings))
     await _post(ctx, run.chat_id, text, _run_key(run), ids)
+
+
+def _all_introduced(ctx: Context, chat_id: str, ids: Sequence[str]) -> bool:
+    """Whether every one of these members has introduced themselves in the group already."""
+    m = roster.Membership
+    stmt = select(func.count()).where(
+        col(m.chat_id) == chat_id, col(m.member_id).in_(ids), col(m.intro_done_at).is_not(None)
+    )
+    return int(ctx.session.scalar(stmt) or 0) == len(set(ids))
 
 
 async def recap(ctx: Context, run: Run) -> None:

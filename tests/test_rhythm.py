@@ -209,6 +209,19 @@ async def test_join_in_quiet_hours_is_welcomed_when_they_end_even_after_a_restar
         second.close()
 
 
+async def test_a_newcomer_who_introduced_themselves_overnight_is_not_asked_to(
+    bot: tuple[App, TimedSender, Rewards], clock: ManualClock
+) -> None:
+    app, sender, _ = bot
+    clock.set(local(2026, 11, 2, 23, 10))
+    await join(app, ["wmNew"], clock.now())
+    clock.set(local(2026, 11, 2, 23, 20))
+    await say(app, "wmNew", "大家好，我来做个自我介绍：我是新同学，喜欢吃火锅", clock.now())
+    await CohortScheduler(app, jobs=[]).run_until(clock, local(2026, 11, 3, 9, 0))
+    (welcome,) = [m for m in sender.sent if m.mentions == ("wmNew",)]
+    assert "谢谢你的自我介绍" in welcome.text and "【昵称】" not in welcome.text
+
+
 async def test_replayed_old_joins_are_not_welcomed(
     bot: tuple[App, TimedSender, Rewards], clock: ManualClock
 ) -> None:
