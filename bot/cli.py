@@ -128,7 +128,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if not 1 <= args.days <= 28:
         print("--days 应在 1 到 28 之间", file=sys.stderr)
         return 2
-    return run_demo(Path(args.data_dir), args.days)
+    return run_demo(Path(args.data_dir), args.days, force=args.force)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -501,6 +501,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run the offline demo on SQLite")
     demo.add_argument("--data-dir", default="data/demo")
     demo.add_argument("--days", type=int, default=28, help="simulated cohort days (1-28)")
+    demo.add_argument(
+        "--force",
+        action="store_true",
+        help="also when DIR was not made by the demo: deletes DIR/cohortbot.db (with its -wal, "
+        "-shm and -journal files) and the inbox journal DIR/cohortbot.db.inbox/",
+    )
     demo.set_defaults(func=cmd_demo)
     return parser
 

@@ -193,7 +193,7 @@ def test_demo_simulates_the_cohort_end_to_end(tmp_path: Path) -> None:
     )
     assert run.returncode == 0, run.stderr
     out = run.stdout
-    assert (tmp_path / "cohortbot.db").exists()
+    assert (tmp_path / "cohortbot.db").exists() and (tmp_path / ".cohortbot-demo").is_file()
     assert "模拟 8 天" in out and "拒收 0" in out
     # Every archive message and callback was taken in; the rosters came from the group API.
     took = re.search(r"进来的：(\d+) 条会话存档消息，(\d+) 个加密回调", out)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
+import shutil
+import sys
 import time
 from collections import Counter
 from datetime import date, datetime
@@ -38,6 +40,11 @@ from storage.milestones import Badge
 HERE = Path(__file__).parent
 CONFIG = HERE / "config.toml"
 DIGEST_PATH = "/cgi-bin/message/send"
+#: The file the demo writes into its data directory before it creates a database there: the demo
+#: only ever deletes a database (and its inbox journal) in a directory that carries it, so
+#: ``--data-dir`` pointed at a production data directory cannot wipe it.
+MARKER = ".cohortbot-demo"
+DB_NAME = "cohortbot.db"
 
 
 def demo_settings(db_path: Path) -> Settings:
@@ -47,12 +54,51 @@ def demo_settings(db_path: Path) -> Settings:
     return dataclasses.replace(settings, database_url=f"sqlite:///{db_path}")
 
 
-def run_demo(data_dir: Path, days: int = cohort.DAYS) -> int:
-    started = time.perf_counter()
+class ForeignDataError(Exception):
+    """The data directory holds a database or an inbox journal the demo did not create."""
+
+
+def _database_files(db_path: Path) -> list[Path]:
+    """What a run leaves of the database at ``db_path``: the file, SQLite's side files and the
+    inbox journal (``<db>.inbox/``, callbacks answered but not yet processed)."""
+    names = ("", "-wal", "-shm", "-journal", ".inbox")
+    return [p for p in (Path(f"{db_path}{n}") for n in names) if p.exists() or p.is_symlink()]
+
+
+def prepare_data_dir(data_dir: Path, *, force: bool = False) -> Path:
+    """Clear the previous demo run out of ``data_dir`` and return the new database's path.
+
+    A database or inbox journal in a directory without the demo's :data:`MARKER` is someone
+    else's (a production ``data_dir``): raise :class:`ForeignDataError` and touch nothing,
+    unless ``force``."""
+    db_path = data_dir / DB_NAME
+    found = _database_files(db_path)
+    if found and not force and not (data_dir / MARKER).is_file():
+        raise ForeignDataError(", ".join(p.name for p in found))
     data_dir.mkdir(parents=True, exist_ok=True)
-    db_path = data_dir / "cohortbot.db"
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{db_path}{suffix}").unlink(missing_ok=True)
+    (data_dir / MARKER).write_text(
+        "cohortbot demo: this directory's database is the demo's and is replaced on every run.\n",
+        encoding="utf-8",
+    )
+    for path in found:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+    return db_path
+
+
+def run_demo(data_dir: Path, days: int = cohort.DAYS, *, force: bool = False) -> int:
+    started = time.perf_counter()
+    try:
+        db_path = prepare_data_dir(data_dir, force=force)
+    except ForeignDataError as exc:
+        print(
+            f"{data_dir} 里有不是演示创建的数据库或收件箱日志（{exc}），演示不会删除："
+            "请换一个 --data-dir，或确认可以删除后加 --force",
+            file=sys.stderr,
+        )
+        return 2
     settings = demo_settings(db_path)
     clock = ManualClock(cohort.local(1, 7))
     world = World(settings, clock)
@@ -194,4 +240,4 @@ def _write_card(app: App, c: CohortSettings, today: date, folder: Path) -> str:
     return f"学习证据卡（{person.name}）：{path.resolve()}"
 
 
-__all__ = ["run_demo"]
+__all__ = ["MARKER", "ForeignDataError", "prepare_data_dir", "run_demo"]
