@@ -67,7 +67,8 @@ def cmd_import(args: argparse.Namespace) -> int:
         lambda line: print(line, file=sys.stderr, flush=True), importer.PROGRESS_EVERY
     )
     try:
-        report = asyncio.run(importer.import_file(app, args.file, progress=progress))
+        with importer.stop_on_sigint() as stop:
+            report = asyncio.run(importer.import_file(app, args.file, progress=progress, stop=stop))
     except OSError as exc:
         print(f"无法读取 {args.file}：{exc.strerror}", file=sys.stderr)
         return 1
@@ -76,6 +77,13 @@ def cmd_import(args: argparse.Namespace) -> int:
     for number, reason in report.errors:
         print(f"{args.file}:{number}: {reason}", file=sys.stderr)
     print(report.summary())
+    if report.interrupted:
+        print(
+            f"导入已中断（Ctrl-C）：前 {report.lines} 行已处理并保存；"
+            "重新运行同一条命令会接着导入（已导入的记为重复）",
+            file=sys.stderr,
+        )
+        return 130
     return 1 if report.errors else 0
 
 

@@ -1,11 +1,15 @@
 """Door 5, replay/import (SPEC §1): archive JSON lines from a file, idempotently.
 
 Bad lines are reported with their line numbers and reasons; the rest is imported. Importing the
-same file twice changes nothing (the inbox drops every message it already has).
+same file twice changes nothing (the inbox drops every message it already has), so an import
+stopped part-way (Ctrl-C, see :func:`stop_on_sigint`) continues when run again.
 """
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
@@ -38,6 +42,7 @@ class ImportReport:
     skipped: int = 0  # blank lines, bots' own posts, switch records
     failed: int = 0  # well-formed lines whose processing raised (stored with the error)
     errors: list[tuple[int, str]] = field(default_factory=list)
+    interrupted: bool = False  # stopped on request after a committed batch, lines left unread
 
     def summary(self) -> str:
         return (
@@ -68,6 +73,28 @@ def progress_printer(write: Callable[[str], None], every: int = PROGRESS_EVERY) 
     return tell
 
 
+@contextlib.contextmanager
+def stop_on_sigint() -> Iterator[threading.Event]:
+    """An event that Ctrl-C (SIGINT) sets instead of raising ``KeyboardInterrupt``, for
+    :func:`import_file`'s ``stop``: the import then ends after the batch it is committing. A
+    second Ctrl-C raises ``KeyboardInterrupt`` as usual (the batch in flight rolls back).
+
+    Why not ``asyncio.run``'s own handling: it cancels the main task, and the import's commits
+    never give the cancellation a chance to land until the file is done (then it raised
+    ``CancelledError`` and lost the report)."""
+    stop = threading.Event()
+
+    def on_sigint(signum: int, frame: object) -> None:
+        stop.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _read(path: Path, report: ImportReport) -> Iterator[tuple[Update, str]]:
     # Binary lines decoded one at a time: one line that is not UTF-8 is reported like any other
     # bad line instead of stopping the read.
@@ -95,24 +122,38 @@ def _read(path: Path, report: ImportReport) -> Iterator[tuple[Update, str]]:
 
 
 async def import_file(
-    app: App, path: str | Path, batch_size: int = BATCH, progress: Progress | None = None
+    app: App,
+    path: str | Path,
+    batch_size: int = BATCH,
+    progress: Progress | None = None,
+    stop: threading.Event | None = None,
 ) -> ImportReport:
     """Import every good line of ``path``; raises only for an unreadable file, not bad lines.
-    ``progress`` is told after every committed batch."""
+    ``progress`` is told after every committed batch. Once ``stop`` is set, the import ends after
+    the batch being committed, with ``interrupted`` set and the report counting the lines up to
+    that batch's end (committed batches stay; importing the file again continues)."""
     # An import allocates millions of short-lived objects and keeps a batch or two alive: the
     # collector, left to itself, walked the live batch again and again (5-7% of an import) and,
     # without the freeze, every long-lived object of the process too (a quarter of an import).
     # It runs every COLLECT_EVERY lines instead.
     with frozen_and_paused():
-        return await _import(app, Path(path), batch_size, progress)
+        return await _import(app, Path(path), batch_size, progress, stop)
 
 
-async def _import(app: App, path: Path, batch_size: int, progress: Progress | None) -> ImportReport:
+async def _import(
+    app: App,
+    path: Path,
+    batch_size: int,
+    progress: Progress | None,
+    stop: threading.Event | None,
+) -> ImportReport:
     report = ImportReport()
     lines = _read(path, report)
     batch = list(islice(lines, batch_size))
     uncollected = 0  # lines since the last collection
     while batch:
+        # The report up to this batch's last line, before the next batch is read into it.
+        read_to, skipped, errors = report.lines, report.skipped, len(report.errors)
         following: list[tuple[Update, str]] = []
         unreadable: list[BaseException] = []
 
@@ -133,6 +174,11 @@ async def _import(app: App, path: Path, batch_size: int, progress: Progress | No
             raise unreadable[0]
         if progress is not None:
             progress(report)
+        if stop is not None and stop.is_set() and following:
+            # The batch read ahead is dropped: the report tells what was committed.
+            report.lines, report.skipped, report.interrupted = read_to, skipped, True
+            del report.errors[errors:]
+            break
         uncollected += len(batch)
         if uncollected >= COLLECT_EVERY:
             collect_pass_garbage()

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import signal
+import sqlite3
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -255,3 +260,77 @@ async def test_a_read_error_after_a_batch_raises_once_that_batch_is_committed(
     with app.db.session() as s:
         row = activity.day_of(s, GROUP_A, "wmU1", date(2026, 11, 3))
     assert row is not None and row.messages == 2  # the first batch; the third line was not
+
+
+def test_ctrl_c_stops_the_import_after_a_committed_batch_and_rerunning_continues(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A real SIGINT to a real `cohortbot import`, sent once its first batch is committed: it
+    stops after the batch it is committing, prints what it did and that it was interrupted, and
+    exits 130; running the same command again imports the rest."""
+    db = tmp_path / "cli.db"
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'[database]\nurl = "sqlite:///{db}"\n\n'
+        '[[cohorts]]\nid = "c1"\ncourse = "Python"\nstart_date = "2026-11-02"\n'
+        f'length_days = 21\n[[cohorts.groups]]\nchat_id = "{GROUP_A}"\n',
+        encoding="utf-8",
+    )
+    total = 5 * importer.BATCH  # a batch commits in about half a second: plenty left to stop
+    items = [
+        archive_text(GROUP_A, f"wmU{i % 50}", f"第{i}条", local(2026, 11, 2, 9, i % 60))
+        for i in range(total)
+    ]
+    chat = tmp_path / "chat.jsonl"
+    chat.write_text(jsonl(items), encoding="utf-8")
+    command = [sys.executable, "-m", "bot.cli", "--config", str(config), "import", str(chat)]
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env
+    ) as proc:
+
+        def committed() -> int:
+            try:
+                with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as c:
+                    return int(c.execute("SELECT count(*) FROM raw_event").fetchone()[0])
+            except sqlite3.OperationalError:  # not created yet, or busy
+                return 0
+
+        deadline = time.monotonic() + 60
+        while committed() == 0 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)  # polling for the first commit, not waiting for a time
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    done = re.fullmatch(r"(\d+) 行：导入 (\d+)，重复 0，跳过 0，格式错误 0，处理失败 0\n", out)
+    assert done, out
+    lines, imported = int(done.group(1)), int(done.group(2))
+    assert 0 < imported == lines < total and imported % importer.BATCH == 0
+    assert err.splitlines()[-1] == (
+        f"导入已中断（Ctrl-C）：前 {lines} 行已处理并保存；"
+        "重新运行同一条命令会接着导入（已导入的记为重复）"
+    )
+    assert committed() == imported
+
+    assert main(["--config", str(config), "import", str(chat)]) == 0
+    assert f"{total} 行：导入 {total - imported}，重复 {imported}，" in capsys.readouterr().out
+    assert committed() == total
+
+
+async def test_a_stopped_import_reports_only_the_batches_it_committed(
+    app: App, tmp_path: Path
+) -> None:
+    """Stop is asked for during the first batch: the batch read ahead (with a bad line) is not
+    counted, and importing again continues where it stopped."""
+    items = [archive_text(GROUP_A, "wmU1", f"第{i}条", local(2026, 11, 2, 9, i)) for i in range(6)]
+    lines = jsonl(items).splitlines()
+    path = tmp_path / "chat.jsonl"
+    path.write_text("\n".join([*lines[:3], "{bad", "", *lines[3:]]) + "\n", encoding="utf-8")
+    stop = threading.Event()
+    report = await import_file(app, path, batch_size=2, progress=lambda r: stop.set(), stop=stop)
+    assert report.interrupted
+    assert (report.lines, report.imported, report.errors, report.skipped) == (2, 2, [], 0)
+    again = await import_file(app, path, batch_size=2)
+    assert not again.interrupted
+    assert (again.lines, again.imported, again.duplicates, len(again.errors)) == (8, 4, 2, 1)
