@@ -6,16 +6,17 @@ process. A retried or re-imported event hits the unique key and is dropped here.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, Dialect, UniqueConstraint, select, update
+from sqlalchemy import Connection, Dialect, UniqueConstraint, literal, or_, select, update
 from sqlalchemy.orm import Session
 from sqlmodel import Field, SQLModel, col
 
 from storage.bulk import BulkStatement
 from storage.dialect import insert_for
+from storage.messages import Message
 from storage.types import UTCDateTime
 
 
@@ -204,18 +205,71 @@ def mark_processed(
         )
 
 
+def _carries_message(sent_before: datetime | None = None) -> Any:
+    """The event's message is stored (sent before ``sent_before``, when given): the inbox key is
+    the message's key (``(namespace, event key)`` = ``(namespace, msg_id)``)."""
+    carried = select(literal(1)).where(
+        col(Message.namespace) == col(RawEvent.namespace),
+        col(Message.msg_id) == col(RawEvent.event_key),
+    )
+    if sent_before is not None:
+        carried = carried.where(col(Message.sent_at) < sent_before)
+    return carried.exists()
+
+
 def purge_payloads(session: Session, before: datetime) -> int:
-    """Blank the payloads (they hold message text) of processed events older than ``before``."""
+    """Blank the payloads (they hold message text) of processed events whose message was sent
+    before ``before``, or that were received before it.
+
+    By the message's sent time, as :func:`storage.messages.purge_text` blanks its text: an
+    imported year of history is received today, and its text must not outlive the retention
+    period in the payloads. Unprocessed events keep their payloads (the inbox worker needs them).
+    For events that carry no stored message, see :func:`undated_payloads`."""
     result = session.execute(
         update(RawEvent)
         .where(
             col(RawEvent.processed_at).is_not(None),
-            col(RawEvent.received_at) < before,
             col(RawEvent.payload) != "",
+            or_(col(RawEvent.received_at) < before, _carries_message(sent_before=before)),
         )
         .values(payload="")
+        .execution_options(synchronize_session=False)
     )
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def undated_payloads(session: Session, since: datetime) -> Iterator[tuple[int, str, str]]:
+    """``(id, door, payload)`` of the processed events received since ``since`` whose payload is
+    not blank and that carry no stored message (private chats, other groups' messages, events):
+    what :func:`purge_payloads` cannot date, for the caller to date by parsing the payload."""
+    stmt = (
+        select(col(RawEvent.id), col(RawEvent.door), col(RawEvent.payload))
+        .where(
+            col(RawEvent.processed_at).is_not(None),
+            col(RawEvent.payload) != "",
+            col(RawEvent.received_at) >= since,
+            ~_carries_message(),
+        )
+        .order_by(col(RawEvent.id))
+        .execution_options(yield_per=2000)
+    )
+    for event_id, door, payload in session.execute(stmt):
+        if event_id is not None:  # always: the primary key
+            yield event_id, door, payload
+
+
+def blank_payloads(session: Session, ids: Sequence[int]) -> int:
+    """Blank the payloads of the events ``ids``; return how many."""
+    blanked = 0
+    for start in range(0, len(ids), 1000):
+        result = session.execute(
+            update(RawEvent)
+            .where(col(RawEvent.id).in_(ids[start : start + 1000]))
+            .values(payload="")
+            .execution_options(synchronize_session=False)
+        )
+        blanked += int(result.rowcount or 0)  # type: ignore[attr-defined]
+    return blanked
 
 
 def oldest_pending_at(session: Session) -> datetime | None:

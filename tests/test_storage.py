@@ -373,3 +373,32 @@ async def test_meanwhile_runs_once_while_the_commit_runs_or_fails(app: App) -> N
     with app.db.session() as s:
         row = activity.day_of(s, GROUP_A, "wmU2", date(2026, 11, 3))
     assert row is not None and row.messages == 1
+
+
+async def test_retention_dates_raw_events_by_their_message_not_their_import(
+    app: App, clock: ManualClock
+) -> None:
+    """History imported today: the raw events of messages sent before the retention period lose
+    their text with the messages (SPEC §2), those of recent ones keep it, and so do events not
+    processed yet (the inbox worker needs them)."""
+    old = archive_text(GROUP_A, "wmU1", "很久以前的消息", local(2026, 11, 2, 10))
+    new = archive_text(GROUP_A, "wmU1", "最近的消息", local(2026, 12, 20, 10))
+    old_private = archive_text("", "wmU1", "很久以前的私聊", local(2026, 11, 3, 10))
+    new_private = archive_text("", "wmU1", "最近的私聊", local(2026, 12, 21, 10))
+    clock.set(local(2026, 12, 25, 0))  # retention 30 days: sent before Nov 25 goes
+    await app.pipeline.ingest([pair(i) for i in (old, new, old_private, new_private)])
+    waiting = archive_text(GROUP_A, "wmU2", "还没处理的旧消息", local(2026, 11, 4, 10))
+    with app.db.unit_of_work_sync() as uow:
+        inbox.store_new(
+            uow.session, [Incoming("import", "archive", "w1", json.dumps(waiting))], clock.now()
+        )
+    result = purge_old_text(app.db, app.settings, clock)
+    assert (result.messages, result.payloads) == (1, 2)
+    with app.db.session() as s:
+        payloads = {r.event_key: r.payload for r in s.scalars(select(RawEvent))}
+        assert messages.get(s, "archive", old["msgid"]).text is None  # type: ignore[union-attr]
+    assert payloads[old["msgid"]] == payloads[old_private["msgid"]] == ""
+    assert "最近的消息" in payloads[new["msgid"]] and "最近的私聊" in payloads[new_private["msgid"]]
+    assert payloads["w1"] == json.dumps(waiting)
+    # Purging again finds nothing more.
+    assert purge_old_text(app.db, app.settings, clock) == type(result)(0, 0)
