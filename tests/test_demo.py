@@ -98,3 +98,35 @@ def test_the_force_flag_says_what_it_deletes(capsys: pytest.CaptureFixture[str])
     help_text = " ".join(capsys.readouterr().out.split())
     assert "--force" in help_text and "deletes DIR/cohortbot.db" in help_text
     assert "DIR/cohortbot.db.inbox/" in help_text
+
+
+def _database_with(path: Path, cohorts: list[str], chats: list[str]) -> None:
+    import sqlite3
+
+    with sqlite3.connect(path) as con:
+        con.execute("CREATE TABLE cohort (id TEXT PRIMARY KEY)")
+        con.execute("CREATE TABLE chat_group (chat_id TEXT PRIMARY KEY)")
+        con.executemany("INSERT INTO cohort VALUES (?)", [(c,) for c in cohorts])
+        con.executemany("INSERT INTO chat_group VALUES (?)", [(c,) for c in chats])
+    con.close()
+
+
+def test_a_demo_database_from_before_the_marker_is_still_the_demos(tmp_path: Path) -> None:
+    """A checkout whose data/demo was made before the marker existed runs `make demo` as before;
+    a database with any cohort or group the bundled config lacks stays refused."""
+    from bot.config import load_settings
+    from bot.demo import CONFIG
+
+    demo = load_settings(CONFIG, env={})
+    ids = [c.id for c in demo.cohorts]
+    chats = [g.chat_id for c in demo.cohorts for g in c.groups]
+    old = tmp_path / "old"
+    old.mkdir()
+    _database_with(old / "cohortbot.db", ids, chats)
+    assert prepare_data_dir(old) == old / "cohortbot.db" and not (old / "cohortbot.db").exists()
+    prod = tmp_path / "prod"
+    prod.mkdir()
+    _database_with(prod / "cohortbot.db", [*ids, "py21-2026-11"], chats)
+    with pytest.raises(ForeignDataError):
+        prepare_data_dir(prod)
+    assert (prod / "cohortbot.db").exists()

@@ -13,6 +13,7 @@ import asyncio
 import dataclasses
 import itertools
 import shutil
+import sqlite3
 import sys
 import time
 from collections import Counter
@@ -45,6 +46,7 @@ DIGEST_PATH = "/cgi-bin/message/send"
 #: ``--data-dir`` pointed at a production data directory cannot wipe it.
 MARKER = ".cohortbot-demo"
 DB_NAME = "cohortbot.db"
+GROUP_TABLE = "chat_group"  # storage.roster.Group
 
 
 def demo_settings(db_path: Path) -> Settings:
@@ -65,6 +67,27 @@ def _database_files(db_path: Path) -> list[Path]:
     return [p for p in (Path(f"{db_path}{n}") for n in names) if p.exists() or p.is_symlink()]
 
 
+def _holds_only_the_demo(db_path: Path) -> bool:
+    """Whether ``db_path`` is a database an earlier demo made before it wrote the marker: its
+    cohorts and groups are all the bundled config's (read only; anything unreadable is not)."""
+    if not db_path.is_file():
+        return False
+    demo = load_settings(CONFIG, env={})
+    try:
+        # immutable: no lock, no -shm file left behind in a directory that is not ours
+        con = sqlite3.connect(f"{db_path.resolve().as_uri()}?mode=ro&immutable=1", uri=True)
+        try:
+            cohorts = {r[0] for r in con.execute("SELECT id FROM cohort")}
+            groups = {r[0] for r in con.execute(f"SELECT chat_id FROM {GROUP_TABLE}")}
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return False
+    ids = {c.id for c in demo.cohorts}
+    chats = {g.chat_id for c in demo.cohorts for g in c.groups}
+    return bool(cohorts) and cohorts <= ids and groups <= chats
+
+
 def prepare_data_dir(data_dir: Path, *, force: bool = False) -> Path:
     """Clear the previous demo run out of ``data_dir`` and return the new database's path.
 
@@ -73,7 +96,8 @@ def prepare_data_dir(data_dir: Path, *, force: bool = False) -> Path:
     unless ``force``."""
     db_path = data_dir / DB_NAME
     found = _database_files(db_path)
-    if found and not force and not (data_dir / MARKER).is_file():
+    mine = (data_dir / MARKER).is_file() or _holds_only_the_demo(db_path)
+    if found and not force and not mine:
         raise ForeignDataError(", ".join(p.name for p in found))
     data_dir.mkdir(parents=True, exist_ok=True)
     (data_dir / MARKER).write_text(
