@@ -175,6 +175,7 @@ class GroupRadar:
     messages_today: int = 0
     checkins_today: int = 0
     checkin_avg7: float = 0.0  # mean daily check-ins over the 7 days before today
+    checkin_days7: int = 0  # how many of those 7 days were cohort days (fewer early on)
     reviewers_today: list[tuple[str, str, int]] = field(default_factory=list)
     #: Every learner in row order: a :class:`MemberRisk`, or a clearly fine learner's
     #: ``(row, joined_day, days_quiet)`` until :attr:`members` builds it with ``_fine``.
@@ -545,6 +546,7 @@ def evaluate(
             gr.active_today = sum((r.message_mask | r.checkin_mask) & 1 for r in members)
             gr.messages_today = sum(r.messages_today for r in members)
             gr.checkins_today = sum(c & 1 for c in cms)
+            gr.checkin_days7 = days7
             if days7:
                 gr.checkin_avg7 = sum((c & mask7).bit_count() for c in cms) / days7
             rate3 = _mean_of_thirds([((c >> 1) & 7).bit_count() for c in cms])

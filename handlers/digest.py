@@ -297,9 +297,15 @@ def render_group(
         f"**今日活跃** {radar.active_today}/{radar.total} 人 · 消息 {radar.messages_today} 条",
     ]
     total = radar.total or 1
+    # Early on fewer than 7 days have passed: the average says over how many (none on day 1).
+    n7 = radar.checkin_days7
     lines.append(
         f"**打卡** 今日 {radar.checkins_today} 人（{_pct(radar.checkins_today / total)}）"
-        f" · 近7日日均 {radar.checkin_avg7:.1f} 人（{_pct(radar.checkin_avg7 / total)}）"
+        + (
+            f" · 近{n7}日日均 {radar.checkin_avg7:.1f} 人（{_pct(radar.checkin_avg7 / total)}）"
+            if n7
+            else " · 开营首日，还没有往日数据"
+        )
     )
     lines.append(f"**进出群** 新加入 {joins[0]} · 退群 {joins[1]}")
     flagged = radar.flagged

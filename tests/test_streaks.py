@@ -338,3 +338,18 @@ async def test_the_last_day_praises_a_full_streak_only(bot: App) -> None:
         await _checkin(bot, "wmAmy", d)
     (mine,) = await say(bot, "wmAmy", "/我的", local(2026, 11, 22, 20))
     assert "今天是训练营最后一天，已打卡，全程连续打卡，坚持到了最后！" in mine
+
+
+async def test_the_digest_averages_over_the_days_there_have_been(bot: App) -> None:
+    # Day 1 has no earlier day to average over ("近7日日均 0.0 人（0%）" read as a collapse);
+    # on day 3 the average is over two days.
+    await _checkin(bot, "wmKid", 2)
+    bot.clock.set(local(2026, 11, 2, 21, 40))  # type: ignore[attr-defined]
+    await teacher_digest_job(bot, "teacher1")
+    await _checkin(bot, "wmKid", 3)
+    await _checkin(bot, "wmAmy", 3)
+    bot.clock.set(local(2026, 11, 4, 21, 40))  # type: ignore[attr-defined]
+    await teacher_digest_job(bot, "teacher1")
+    first, third = [m.text for m in sent(bot) if m.to == "teacher1"]
+    assert "· 开营首日，还没有往日数据" in first and "日日均" not in first
+    assert "· 近2日日均 1.5 人" in third
