@@ -152,3 +152,10 @@ def test_the_app_door_receive_id_defaults_to_the_wecom_corp_id() -> None:
         base_config(wecom={"corp_id": "wwCorp"}, server={"corp_id": "wwOther"}), env={}
     )
     assert both.server.corp_id == "wwOther"
+
+
+def test_a_config_saved_with_a_byte_order_mark_loads(tmp_path: Path) -> None:
+    # Windows Notepad saves "UTF-8" with a BOM: it was "Invalid statement (at line 1, column 1)".
+    config = tmp_path / "config.toml"
+    config.write_bytes('\ufeff[bot]\ntimezone = "Asia/Shanghai"\n'.encode())
+    assert load_settings(config, env={}).timezone.key == "Asia/Shanghai"
