@@ -416,11 +416,19 @@ def _safe_url(url: str) -> str:
 
 Command = Callable[[argparse.Namespace], int]
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cohortbot", description="企业微信训练营社群机器人")
     parser.add_argument("--config", help=f"config file (default: ${CONFIG_ENV} or ./config.toml)")
-    parser.add_argument("--log-level", default="WARNING")
+    parser.add_argument(
+        "--log-level",
+        default="WARNING",
+        type=str.upper,
+        choices=LOG_LEVELS,
+        help="DEBUG, INFO, WARNING (default), ERROR or CRITICAL; any case",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     db = sub.add_parser("db", help="database maintenance")
