@@ -17,6 +17,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage.uow import UnitOfWork
+from storage.urls import normalize_url
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 SQLITE_BUSY_TIMEOUT_MS = 10_000
@@ -25,14 +26,6 @@ SQLITE_CACHE_KIB = 16_384
 SQLITE_PAGE_BYTES = 8192
 #: WAL pages after which a commit copies the WAL back into the database (SQLite's default: 1,000).
 SQLITE_WAL_CHECKPOINT_PAGES = 10_000
-
-
-def normalize_url(url: str) -> str:
-    """Use psycopg 3 for PostgreSQL whatever driver the URL names (or none)."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "postgresql" and parsed.drivername != "postgresql+psycopg":
-        parsed = parsed.set(drivername="postgresql+psycopg")
-    return parsed.render_as_string(hide_password=False)
 
 
 def make_engine(url: str) -> Engine:

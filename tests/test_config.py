@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from bot.config import DATABASE_URL_ENV, ConfigError, load_settings, parse_settings
+from storage.urls import normalize_url
 from tests.conftest import base_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -159,3 +160,32 @@ def test_a_config_saved_with_a_byte_order_mark_loads(tmp_path: Path) -> None:
     config = tmp_path / "config.toml"
     config.write_bytes('\ufeff[bot]\ntimezone = "Asia/Shanghai"\n'.encode())
     assert load_settings(config, env={}).timezone.key == "Asia/Shanghai"
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("mysql://root:hunter2@db/z", "unsupported database 'mysql' (expected sqlite:///FILE or"),
+        ("sqlite+aiosqlite:///x.db", "unsupported database 'sqlite+aiosqlite'"),
+        ("not a url", "not a database URL (expected sqlite:///FILE or postgresql://"),
+        ("postgresql://u:hunter2@h:port/db", "not a database URL"),
+    ],
+)
+def test_a_database_url_that_cannot_work_names_its_key(url: str, problem: str) -> None:
+    # They were tracebacks on first use: MySQLdb missing, ArgumentError, ValueError (the port).
+    with pytest.raises(ConfigError) as caught:
+        parse_settings(base_config(database={"url": url}), env={})
+    assert str(caught.value).startswith(f"database.url: {problem}")
+    with pytest.raises(ConfigError) as caught:
+        parse_settings(base_config(), env={DATABASE_URL_ENV: url})
+    assert str(caught.value).startswith(f"{DATABASE_URL_ENV}: {problem}")
+    assert "hunter2" not in str(caught.value)
+
+
+def test_postgres_is_accepted_as_a_spelling_of_postgresql() -> None:
+    url = "postgres://u:pw@h:5432/db"
+    assert parse_settings(base_config(database={"url": url}), env={}).database_url == url
+    # Any driver, either spelling: psycopg 3 (it was NoSuchModuleError: ...dialects:postgres).
+    assert normalize_url(url) == "postgresql+psycopg://u:pw@h:5432/db"
+    assert normalize_url("postgresql+psycopg2://u@h/db") == "postgresql+psycopg://u@h/db"
+    assert normalize_url("sqlite:///x.db") == "sqlite:///x.db"

@@ -70,6 +70,7 @@ from bot.config.wecom import (
     parse_server,
     parse_wecom,
 )
+from storage.urls import url_problem
 
 __all__ = [
     "DATABASE_URL_ENV",
@@ -174,7 +175,11 @@ def parse_settings(
 
     db = root.table("database")
     configured = db.str_("url", "")  # read even when the environment wins: it is still checked
-    url = env.get(DATABASE_URL_ENV) or configured or f"sqlite:///{data_dir / 'cohortbot.db'}"
+    if configured and (problem := url_problem(configured)):
+        raise ConfigError(f"{db.key('url')}: {problem}")
+    if (from_env := env.get(DATABASE_URL_ENV)) and (problem := url_problem(from_env)):
+        raise ConfigError(f"{DATABASE_URL_ENV}: {problem}")
+    url = from_env or configured or f"sqlite:///{data_dir / 'cohortbot.db'}"
     db.finish()
 
     ck = root.table("checkins")
