@@ -32,7 +32,7 @@ from handlers import (
 )
 from handlers import nudges as nudge_handlers
 from storage import roster as roster_store
-from storage.db import Database
+from storage.db import Database, DatabaseUnavailableError
 
 
 def build_dispatcher() -> Dispatcher:
@@ -126,6 +126,11 @@ class App:
     ) -> App:
         """Connect to the configured database, migrate it, and mirror the config into it."""
         db = Database(settings.database_url)
+        try:
+            db.check_connection()
+        except DatabaseUnavailableError:
+            db.dispose()
+            raise
         db.upgrade()
         with db.unit_of_work_sync() as uow:
             roster_store.sync_config(uow.session, settings)

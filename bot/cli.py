@@ -15,6 +15,7 @@ from bot import logs
 from bot.app import App
 from bot.clock import SystemClock, learning_day
 from bot.config import ConfigError, Settings, load_settings
+from storage.db import DatabaseUnavailableError
 
 CONFIG_ENV = "COHORTBOT_CONFIG"
 
@@ -535,6 +536,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return func(args)
     except ConfigError as exc:
         print(f"配置错误 config error: {exc}", file=sys.stderr)
+        return 2
+    except DatabaseUnavailableError as exc:
+        print(f"错误：无法打开数据库 {exc.url}：{exc.reason}", file=sys.stderr)
         return 2
 
 

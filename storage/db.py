@@ -14,6 +14,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage.uow import UnitOfWork
@@ -28,12 +29,35 @@ SQLITE_PAGE_BYTES = 8192
 SQLITE_WAL_CHECKPOINT_PAGES = 10_000
 
 
+class DatabaseUnavailableError(RuntimeError):
+    """The configured database cannot be opened: the server refuses or is not there, the
+    database does not exist, the login fails, the SQLite file's folder cannot be made.
+    ``url`` is the URL with its password masked; ``reason`` is one line."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(f"{url}: {reason}")
+        self.url = url
+        self.reason = reason
+
+
+def masked(url: str) -> str:
+    """``url`` with its password replaced by ``***``, fit for logs and error messages."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
 def make_engine(url: str) -> Engine:
+    original = url
     url = normalize_url(url)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                folder = Path(parsed.database).parent
+                raise DatabaseUnavailableError(
+                    masked(original), f"cannot create {folder} ({exc.strerror})"
+                ) from exc
         engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
@@ -86,8 +110,9 @@ class Database:
     """
 
     def __init__(self, url: str) -> None:
+        self.configured_url = url  # as the operator wrote it, for messages
         self.url = normalize_url(url)
-        self.engine = make_engine(self.url)
+        self.engine = make_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._lock = asyncio.Lock()
         self._commit_thread: ThreadPoolExecutor | None = None
@@ -101,6 +126,16 @@ class Database:
     @property
     def dialect(self) -> str:
         return self.engine.dialect.name
+
+    def check_connection(self) -> None:
+        """Open one connection, or raise :class:`DatabaseUnavailableError` saying why (before a
+        migration or a command fails half-way with the driver's traceback)."""
+        try:
+            with self.engine.connect():
+                pass
+        except OperationalError as exc:
+            reason = " ".join(str(exc.orig or exc).split())  # the driver's lines, as one
+            raise DatabaseUnavailableError(masked(self.configured_url), reason) from exc
 
     def upgrade(self) -> None:
         upgrade(self.engine)

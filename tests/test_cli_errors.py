@@ -2,11 +2,37 @@
 
 from __future__ import annotations
 
+import socket
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bot import cli
+from bot.config import DATABASE_URL_ENV
+
+COHORT = """
+[[cohorts]]
+id = "c1"
+course = "Python 21天入门"
+start_date = "2026-11-02"
+length_days = 21
+[[cohorts.groups]]
+chat_id = "wrG"
+"""
+
+
+def write_config(tmp_path: Path, text: str = COHORT) -> Path:
+    """A config file whose database is a SQLite file in ``tmp_path``."""
+    path = tmp_path / "config.toml"
+    path.write_text(f'[database]\nurl = "sqlite:///{tmp_path / "bot.db"}"\n{text}', "utf-8")
+    return path
+
+
+def one_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    return lines[0]
 
 
 def test_an_unknown_log_level_is_an_argument_error(capsys: Any) -> None:
@@ -17,3 +43,30 @@ def test_an_unknown_log_level_is_an_argument_error(capsys: Any) -> None:
     assert "invalid choice: 'DEBUGG'" in err and "Traceback" not in err
     # Any case of a real level is fine.
     assert cli.main(["--log-level", "warning", "scripts", "lint"]) == 0
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_a_database_that_cannot_be_opened_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    config = write_config(tmp_path)
+    a_file = tmp_path / "a-file"
+    a_file.write_text("", "utf-8")
+    cases = [
+        # A PostgreSQL server that is not there (psycopg's OperationalError traceback).
+        (f"postgresql://bot:hunter2@127.0.0.1:{_closed_port()}/cohorts", "Connection refused"),
+        # A SQLite path that is a directory, or under a file.
+        (f"sqlite:///{tmp_path}", "unable to open database file"),
+        (f"sqlite:///{a_file}/bot.db", f"cannot create {a_file}"),
+    ]
+    for url, reason in cases:
+        monkeypatch.setenv(DATABASE_URL_ENV, url)
+        assert cli.main(["--config", str(config), "db", "upgrade"]) == 2
+        line = one_line(capsys.readouterr().err)
+        assert line.startswith(f"错误：无法打开数据库 {url.replace('hunter2', '***')}："), line
+        assert reason in line and "hunter2" not in line
