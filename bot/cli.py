@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TextIO
 
 from bot import logs
 from bot.app import App
@@ -18,6 +19,11 @@ from bot.config import ConfigError, Settings, load_settings
 from storage.db import DatabaseUnavailableError
 
 CONFIG_ENV = "COHORTBOT_CONFIG"
+
+
+class OperatorError(Exception):
+    """A mistake the operator can fix (a path, an argument), already phrased as one line:
+    :func:`main` prints it as ``错误：…`` and exits 2."""
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -115,6 +121,7 @@ def cmd_card(args: argparse.Namespace) -> int:
         if args.out
         else settings.data_dir / "cards" / f"{cohort.id}-{args.member}.png"
     )
+    _check_output(out)
     app = App.open(settings)
     try:
         today = learning_day(SystemClock().now(), cohort.timezone, cohort.day_start_hour)
@@ -125,8 +132,11 @@ def cmd_card(args: argparse.Namespace) -> int:
         return 1
     finally:
         app.close()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_bytes(png)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(png)
+    except OSError as exc:
+        raise OperatorError(f"无法写入 {out}：{exc.strerror}") from exc
     print(f"学习证据卡已保存：{out}（{len(png) // 1024} KB）")
     return 0
 
@@ -247,7 +257,7 @@ def cmd_export_points(args: argparse.Namespace) -> int:
         return 2
     with _opened(settings) as app, app.db.session() as session:
         if args.csv and args.csv != "-":
-            with open(args.csv, "w", encoding="utf-8-sig", newline="") as out:
+            with _open_output(args.csv, "utf-8-sig") as out:
                 rows = write_points_csv(session, args.cohort, out, entries=args.entries)
             print(f"已导出 {rows} 行到 {args.csv}")
         else:
@@ -341,7 +351,11 @@ def cmd_export_nudges(args: argparse.Namespace) -> int:
             print(f"没有这个训练营：{args.cohort}", file=sys.stderr)
             return 2
     app = App.open(settings)
-    out = open(args.csv, "w", encoding="utf-8", newline="") if args.csv else sys.stdout  # noqa: SIM115
+    try:
+        out = _open_output(args.csv, "utf-8") if args.csv else sys.stdout
+    except OperatorError:
+        app.close()
+        raise
     try:
         with app.db.session() as session:
             rows = nudges.all_sent(session, args.cohort)
@@ -407,6 +421,22 @@ def _opened(settings: Settings) -> Iterator[App]:
         yield app
     finally:
         app.close()
+
+
+def _check_output(path: Path) -> None:
+    """Refuse an output path that is a directory before any work is done."""
+    if path.is_dir():
+        raise OperatorError(f"{path} 是一个目录，请给出文件名")
+
+
+def _open_output(name: str, encoding: str) -> TextIO:
+    """``name`` opened for writing CSV, or an :class:`OperatorError` saying why it cannot be."""
+    path = Path(name)
+    _check_output(path)
+    try:
+        return open(path, "w", encoding=encoding, newline="")
+    except OSError as exc:
+        raise OperatorError(f"无法写入 {path}：{exc.strerror}") from exc
 
 
 def _safe_url(url: str) -> str:
@@ -539,6 +569,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except DatabaseUnavailableError as exc:
         print(f"错误：无法打开数据库 {exc.url}：{exc.reason}", file=sys.stderr)
+        return 2
+    except OperatorError as exc:
+        print(f"错误：{exc}", file=sys.stderr)
         return 2
 
 

@@ -70,3 +70,19 @@ def test_a_database_that_cannot_be_opened_is_one_line(
         line = one_line(capsys.readouterr().err)
         assert line.startswith(f"错误：无法打开数据库 {url.replace('hunter2', '***')}："), line
         assert reason in line and "hunter2" not in line
+
+
+def test_an_output_file_that_cannot_be_written_is_one_line(tmp_path: Path, capsys: Any) -> None:
+    config = str(write_config(tmp_path))
+    missing = tmp_path / "no-such-dir" / "x.csv"
+    cases = [
+        # IsADirectoryError and FileNotFoundError tracebacks.
+        (["card", "--member", "m1", "--cohort", "c1", "--out", str(tmp_path)], "是一个目录"),
+        (["export", "points", "--cohort", "c1", "--csv", str(tmp_path)], "是一个目录"),
+        (["export", "points", "--cohort", "c1", "--csv", str(missing)], f"无法写入 {missing}："),
+        (["export", "nudges", "--csv", str(missing)], f"无法写入 {missing}："),
+    ]
+    for argv, message in cases:
+        assert cli.main(["--config", config, *argv]) == 2
+        line = one_line(capsys.readouterr().err)
+        assert line.startswith("错误：") and message in line, line
