@@ -7,6 +7,7 @@ included). PostgreSQL has its own tools (``pg_dump``); :func:`backup_sqlite` ref
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from pathlib import Path
 
@@ -17,7 +18,8 @@ PAGES_PER_STEP = 1024
 
 
 class BackupError(RuntimeError):
-    """The backup cannot be taken (not SQLite, target exists, source missing)."""
+    """The backup cannot be taken (not SQLite, target exists or is a directory, source missing,
+    target not writable)."""
 
 
 def backup_sqlite(database_url: str, target: Path, *, overwrite: bool = False) -> int:
@@ -37,21 +39,42 @@ def backup_sqlite(database_url: str, target: Path, *, overwrite: bool = False) -
     source = Path(url.database)
     if not source.exists():
         raise BackupError(f"no database file at {source}")
+    if target.is_dir():
+        raise BackupError(
+            f"{target} is a directory; name the backup file, e.g. {target / 'cohortbot.db'}"
+        )
     if target.exists() and not overwrite:
         raise BackupError(f"{target} already exists (use --force to replace it)")
     if target.resolve() == source.resolve():
         raise BackupError("the backup cannot replace the database itself")
-    target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".partial")
-    partial.unlink(missing_ok=True)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial.unlink(missing_ok=True)
+        _copy(source, partial)
+        partial.replace(target)
+    except (OSError, sqlite3.Error) as exc:
+        _discard(partial)
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise BackupError(f"the backup to {target} failed ({reason})") from exc
+    except BaseException:  # interrupted: no half-written copy is left behind either
+        _discard(partial)
+        raise
+    return target.stat().st_size
+
+
+def _discard(partial: Path) -> None:
+    with contextlib.suppress(OSError):  # there may be no such file, nor even its folder
+        partial.unlink(missing_ok=True)
+
+
+def _copy(source: Path, target: Path) -> None:
     src = sqlite3.connect(source, timeout=30)
     try:
-        dst = sqlite3.connect(partial)
+        dst = sqlite3.connect(target)
         try:
             src.backup(dst, pages=PAGES_PER_STEP)
         finally:
             dst.close()
     finally:
         src.close()
-    partial.replace(target)
-    return target.stat().st_size

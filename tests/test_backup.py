@@ -103,3 +103,29 @@ def test_cli_backup(tmp_path: Path) -> None:
     again = run(str(tmp_path / "b.db"))
     assert again.returncode == 2 and "already exists" in again.stderr
     assert run(str(tmp_path / "b.db"), "--force").returncode == 0
+
+
+def test_a_directory_or_a_failed_write_leaves_no_partial_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app, url = _open(tmp_path)
+    app.close()
+    folder = tmp_path / "backups"
+    folder.mkdir()
+    # It said "already exists", and with --force copied the whole database to backups.partial,
+    # failed with IsADirectoryError and left the copy behind.
+    for overwrite in (False, True):
+        with pytest.raises(BackupError, match="backups is a directory; name the backup file"):
+            backup_sqlite(url, folder, overwrite=overwrite)
+    a_file = tmp_path / "a-file"
+    a_file.write_bytes(b"")
+    with pytest.raises(BackupError, match=r"the backup to .* failed"):
+        backup_sqlite(url, a_file / "x.db")
+
+    def refuse(self: Path, target: Path) -> Path:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "replace", refuse)
+    with pytest.raises(BackupError, match=r"failed \(Permission denied\)"):
+        backup_sqlite(url, tmp_path / "b.db")
+    assert not list(tmp_path.rglob("*.partial"))
