@@ -270,8 +270,11 @@ def cmd_scripts_lint(args: argparse.Namespace) -> int:
     from scripts_library import nudges
 
     directory = Path(args.dir) if args.dir else None
-    scripts = nudges.load(directory)
-    problems = nudges.lint(scripts)
+    if directory is not None and not directory.is_dir():
+        what = "不是目录" if directory.exists() else "目录不存在"
+        raise OperatorError(f"{what}：{directory}")
+    scripts, problems = nudges.load_for_lint(directory)
+    problems += nudges.lint(scripts)
     for line in problems:
         print(line, file=sys.stderr)
     scenarios = len({s.scenario for s in scripts})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ import pytest
 
 from bot import cli
 from bot.config import DATABASE_URL_ENV
+from scripts_library import nudges
 
 COHORT = """
 [[cohorts]]
@@ -86,3 +88,19 @@ def test_an_output_file_that_cannot_be_written_is_one_line(tmp_path: Path, capsy
         assert cli.main(["--config", config, *argv]) == 2
         line = one_line(capsys.readouterr().err)
         assert line.startswith("错误：") and message in line, line
+
+
+def test_scripts_lint_reports_a_broken_file_and_refuses_a_missing_directory(
+    tmp_path: Path, capsys: Any
+) -> None:
+    library = Path(nudges.__file__).parent
+    for source in library.glob("*.toml"):
+        shutil.copy(source, tmp_path / source.name)
+    (tmp_path / "care.toml").write_text('[[script]]\nid = "unclosed\n', "utf-8")  # TOMLDecodeError
+    assert cli.main(["scripts", "lint", "--dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("care.toml: TOML 语法错误（"), err[0]
+    # A directory that is not there was "0 套话术 … 104 个问题", all of them coverage.
+    missing = tmp_path / "nonexistent"
+    assert cli.main(["scripts", "lint", "--dir", str(missing)]) == 2
+    assert one_line(capsys.readouterr().err) == f"错误：目录不存在：{missing}"

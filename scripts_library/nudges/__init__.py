@@ -172,6 +172,8 @@ def _parse(path: Path) -> list[Script]:
             )
         except KeyError as exc:
             raise ScriptError(f"{where}: missing or unknown {exc}") from None
+        except TypeError:  # e.g. script = "x", or levels = 3
+            raise ScriptError(f"{where}: not a [[script]] table of lists and strings") from None
         out.append(script)
     return out
 
@@ -183,6 +185,24 @@ def load(directory: Path | None = None) -> list[Script]:
     for path in sorted(directory.glob("*.toml")):
         scripts.extend(_parse(path))
     return scripts
+
+
+def load_for_lint(directory: Path | None = None) -> tuple[list[Script], list[str]]:
+    """Like :func:`load`, but a file that cannot be read is a problem line, not an exception:
+    the scripts of the other files, and one line per bad file (``FILE: TOML 语法错误…``)."""
+    directory = directory or HERE
+    scripts: list[Script] = []
+    problems: list[str] = []
+    for path in sorted(directory.glob("*.toml")):
+        try:
+            scripts.extend(_parse(path))
+        except tomllib.TOMLDecodeError as exc:
+            problems.append(f"{path.name}: TOML 语法错误（{exc}）")
+        except UnicodeDecodeError:
+            problems.append(f"{path.name}: 不是 UTF-8 文本")
+        except ScriptError as exc:
+            problems.append(str(exc))
+    return scripts, problems
 
 
 @cache
