@@ -561,12 +561,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: A shell's ``$?`` for a program killed by SIGPIPE (128 + 13), as ``yes | head`` leaves it.
+SIGPIPE_STATUS = 141
+
+
+def _stdout_gone() -> bool:
+    """Whether standard output is a pipe (or socket) whose reader has closed it."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll (Windows); stdout without a file
+        return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logs.setup(args.log_level)
     func: Command = args.func
     try:
-        return func(args)
+        code = func(args)
+        sys.stdout.flush()  # here, so that a reader gone (`| head`) is seen below
+        return code
+    except BrokenPipeError:
+        if not _stdout_gone():
+            raise  # a socket's, not ours to hide
+        # `cohortbot digest … | head`: the reader has what it wanted. Stop quietly, with the
+        # status of a program killed by SIGPIPE, and let nothing more be written at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return SIGPIPE_STATUS
     except ConfigError as exc:
         print(f"配置错误 config error: {exc}", file=sys.stderr)
         return 2

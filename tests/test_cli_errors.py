@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import shutil
 import socket
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,8 @@ import pytest
 from bot import cli
 from bot.config import DATABASE_URL_ENV
 from scripts_library import nudges
+
+ROOT = Path(__file__).resolve().parent.parent
 
 COHORT = """
 [[cohorts]]
@@ -104,3 +108,16 @@ def test_scripts_lint_reports_a_broken_file_and_refuses_a_missing_directory(
     missing = tmp_path / "nonexistent"
     assert cli.main(["scripts", "lint", "--dir", str(missing)]) == 2
     assert one_line(capsys.readouterr().err) == f"错误：目录不存在：{missing}"
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly(tmp_path: Path) -> None:
+    # `cohortbot export points … | head` ended in a BrokenPipeError traceback.
+    config = write_config(tmp_path)
+    command = [sys.executable, "-m", "bot.cli", "--config", str(config)]
+    argv = [*command, "export", "points", "--cohort", "c1"]
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT) as run:
+        assert run.stdout is not None and run.stderr is not None
+        run.stdout.close()  # the reader is gone before the first line is written
+        err = run.stderr.read().decode()
+        assert run.wait(timeout=60) == 141  # as if killed by SIGPIPE, like `yes | head`
+    assert err == ""
