@@ -26,9 +26,21 @@ class OperatorError(Exception):
     :func:`main` prints it as ``错误：…`` and exits 2."""
 
 
-def _settings(args: argparse.Namespace) -> Settings:
+def _settings(args: argparse.Namespace, *, need_cohorts: bool = False) -> Settings:
+    """The config; with ``need_cohorts``, one without a cohort is a config error (an empty or
+    half-written file would otherwise serve, or report, nothing without a word)."""
     path = args.config or os.environ.get(CONFIG_ENV) or "config.toml"
-    return load_settings(path)
+    settings = load_settings(path)
+    if need_cohorts and not settings.cohorts:
+        raise ConfigError(
+            f"cohorts: missing (`{_command_name(args)}` needs at least one [[cohorts]] table)"
+        )
+    return settings
+
+
+def _command_name(args: argparse.Namespace) -> str:
+    sub = next((v for k, v in vars(args).items() if k.endswith("_command") and v), None)
+    return f"{args.command} {sub}" if sub else str(args.command)
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
@@ -97,7 +109,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from bot.report import activity_report
 
-    settings = _settings(args)
+    settings = _settings(args, need_cohorts=True)
     with _opened(settings) as app:
         now = SystemClock().now()
         today = {c.id: learning_day(now, c.timezone, c.day_start_hour) for c in settings.cohorts}
@@ -155,7 +167,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bot.server import serve
     from bot.wecom.sender import OutboxSender
 
-    settings = _settings(args)
+    settings = _settings(args, need_cohorts=True)
     clock = SystemClock()
     # Everything handlers send goes through the persistent outbox; the server delivers it.
     app = App.open(settings, clock=clock, sender=OutboxSender(settings, clock), card_maker=card_for)
@@ -178,7 +190,7 @@ def cmd_roster_seed(args: argparse.Namespace) -> int:
     from bot.wecom.api import client_from_settings
     from bot.wecom.roster_seed import SeedReport, seed_rosters
 
-    settings = _settings(args)
+    settings = _settings(args, need_cohorts=True)
     clock = SystemClock()
     api = client_from_settings(settings, clock)
     app = App.open(settings, clock=clock)

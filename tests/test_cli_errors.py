@@ -121,3 +121,26 @@ def test_a_reader_that_stops_early_ends_the_command_quietly(tmp_path: Path) -> N
         err = run.stderr.read().decode()
         assert run.wait(timeout=60) == 141  # as if killed by SIGPIPE, like `yes | head`
     assert err == ""
+
+
+@pytest.mark.parametrize("text", ["", '[bot]\ntimezone = "Asia/Shanghai"\n'])
+def test_commands_that_need_a_cohort_refuse_a_config_without_one(
+    tmp_path: Path, text: str, capsys: Any
+) -> None:
+    # `report` printed nothing and `run` served, with no cohort to serve.
+    config = write_config(tmp_path, text)
+    assert cli.main(["--config", str(config), "report"]) == 2
+    assert one_line(capsys.readouterr().err) == (
+        "配置错误 config error: cohorts: missing (`report` needs at least one [[cohorts]] table)"
+    )
+    run = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "--config", str(config), "run", "--port", "0"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=30,
+    )
+    assert run.returncode == 2
+    assert "cohorts: missing (`run` needs" in one_line(run.stderr)
+    # What needs no cohort still works: the database, the scripts.
+    assert cli.main(["--config", str(config), "db", "upgrade"]) == 0
