@@ -312,14 +312,20 @@ def cmd_digest(args: argparse.Namespace) -> int:
     except ValueError:
         print(f"日期格式应为 YYYY-MM-DD：{args.date}", file=sys.stderr)
         return 2
-    if day < today:
-        # The nudges' outcomes, redemptions and offers are kept as they stand, without history.
-        print(
-            f"注意：成功率、待处理兑换和待批准挽回方案是现在的状态，不是 {day} 当天的。",
-            file=sys.stderr,
-        )
     with _opened(settings) as app, app.db.unit_of_work_sync() as uow:
         cohort = cohort_dates.effective(uow.writer, cohort)  # as the teacher's digest does
+        if not 1 <= cohort.cohort_day(day) <= cohort.length_days:
+            # There is no digest of such a day: the job runs on the cohort's learning days only.
+            raise OperatorError(
+                f"{day} 不在训练营 {cohort.id} 的日期内：{cohort.start_date} 至 "
+                f"{cohort.end_date}（共 {cohort.length_days} 天）"
+            )
+        if day < today:
+            # The nudges' outcomes, redemptions and offers are kept as they stand, no history.
+            print(
+                f"注意：成功率、待处理兑换和待批准挽回方案是现在的状态，不是 {day} 当天的。",
+                file=sys.stderr,
+            )
         text = group_digests(uow.session, settings, cohort, [args.group], day, persist=False)
         parts = split_markdown(text[args.group])
         uow.rollback()

@@ -6,14 +6,17 @@ import shutil
 import socket
 import subprocess
 import sys
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bot import cli
-from bot.config import DATABASE_URL_ENV
+from bot.app import App
+from bot.config import DATABASE_URL_ENV, load_settings
 from scripts_library import nudges
+from storage import cohort_dates
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -144,3 +147,33 @@ def test_commands_that_need_a_cohort_refuse_a_config_without_one(
     assert "cohorts: missing (`run` needs" in one_line(run.stderr)
     # What needs no cohort still works: the database, the scripts.
     assert cli.main(["--config", str(config), "db", "upgrade"]) == 0
+
+
+def test_a_digest_of_a_day_outside_the_cohort_is_refused(tmp_path: Path, capsys: Any) -> None:
+    # It printed 第-2519天（新人期） for 2020-01-01 and 第0天（新人期） the day before the start.
+    config = write_config(tmp_path)
+
+    def digest(day: str) -> int:
+        return cli.main(["--config", str(config), "digest", "--group", "wrG", "--date", day])
+
+    for day in ("2020-01-01", "2026-11-01", "2026-11-23"):
+        assert digest(day) == 2
+        captured = capsys.readouterr()
+        assert captured.out == ""
+        assert one_line(captured.err) == (
+            f"错误：{day} 不在训练营 c1 的日期内：2026-11-02 至 2026-11-22（共 21 天）"
+        )
+    assert digest("2026-11-22") == 0
+    assert "第21天" in capsys.readouterr().out
+    # The dates a leader set (结营) are the ones that count, as for the teacher's digest job.
+    app = App.open(load_settings(config))
+    try:
+        with app.db.unit_of_work_sync() as uow:
+            cohort_dates.set_dates(
+                uow.session, "c1", "leader1", datetime(2026, 11, 9, tzinfo=UTC),
+                end=date(2026, 11, 9),
+            )  # fmt: skip
+    finally:
+        app.close()
+    assert digest("2026-11-10") == 2
+    assert "2026-11-02 至 2026-11-09（共 8 天）" in capsys.readouterr().err

@@ -11,6 +11,7 @@ import pytest
 
 from bot import cli
 from bot.app import App
+from bot.clock import ManualClock
 from bot.config import load_settings
 from handlers.progress import parse_rows
 from storage import cohort_dates, roster
@@ -72,7 +73,12 @@ def test_progress_rows() -> None:
     assert parse_rows(["wm1,1,0", "wm2,0.5,0.25"])[0] == [("wm1", 1.0, 0.0), ("wm2", 0.5, 0.25)]
 
 
-def test_cli_import_digest_export(tmp_path: Path, database_url: str, capsys: Any) -> None:
+def test_cli_import_digest_export(
+    tmp_path: Path, database_url: str, capsys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # "Today" is day 9 of c1 (2026-11-02..22): a digest of a day outside the cohort is refused.
+    today = ManualClock(datetime(2026, 11, 10, 4, tzinfo=UTC))
+    monkeypatch.setattr(cli, "SystemClock", lambda: today)
     config = _write_config(tmp_path, database_url)
     settings = load_settings(config, env={})
     app = App.open(settings)
@@ -102,7 +108,7 @@ def test_cli_import_digest_export(tmp_path: Path, database_url: str, capsys: Any
     )
     past = capsys.readouterr()
     assert "### 潜水预警" in past.out and "第4天" in past.out
-    # A past day (the real today is later): what has no history is said to be today's.
+    # A past day: what has no history is said to be today's.
     assert "成功率、待处理兑换和待批准挽回方案是现在的状态，不是 2026-11-05 当天的" in past.err
     assert cli.main(["--config", str(config), "digest", "--group", GROUP_A]) == 0
     assert "现在的状态" not in capsys.readouterr().err
