@@ -40,6 +40,7 @@ from handlers.nudges import (
     first_usable,
     group_of,
     group_values,
+    lapsed_offers,
     never_spoke,
     rotation,
     scenarios_for,
@@ -437,6 +438,15 @@ def group_digests(
     for x in nudge_store.of_day(session, chat_ids, day):
         today_nudges.setdefault(x.chat_id, {})[x.member_id] = x
     offers = nudge_store.pending_offers(session, chat_ids)
+    # Proposals whose learner recovered or left since the nudge plan are not for approval:
+    # withdrawn by a live digest, left out of any.
+    lapsed = lapsed_offers(session, radar, offers)
+    if lapsed:
+        if persist and now is not None:
+            for o in offers:
+                if o.id in lapsed:
+                    nudge_store.withdraw(o, lapsed[o.id], now)
+        offers = [o for o in offers if o.id not in lapsed]
     rates = nudge_store.success_rates_by_chat(session, chat_ids)
     # Names are looked up for yesterday's nudges, the offers and the teachers only.
     teachers = {gs.teachers[0] for c in chat_ids if (gs := group_of(cohort, c)) and gs.teachers}
@@ -444,6 +454,10 @@ def group_digests(
     names: dict[str, str] = {}
     for g in radar.values():
         names.update(g.names(wanted))
+    # Learners no longer on the radar (yesterday's nudge to someone who has left since).
+    missing = ({x.member_id for x in yesterday} | {o.member_id for o in offers}) - names.keys()
+    if missing:
+        names.update(roster.names(session, missing))
     prefetched = prefetch(session, cohort, list(radar.values()), day, now)
     yesterday_by_chat: dict[str, list[nudge_store.Nudge]] = {}
     for x in yesterday:

@@ -25,7 +25,16 @@ from bot.context import Context
 from bot.jobs import DailyJob, Run, per_cohort
 from bot.metrics import NUDGES_SENT
 from bot.outbound import Channel, Outbound
-from bot.radar import SIGNAL_LABELS, STAGE_LABELS, MemberRisk, Signal, Stage, evaluate, parse_stage
+from bot.radar import (
+    SIGNAL_LABELS,
+    STAGE_LABELS,
+    GroupRadar,
+    MemberRisk,
+    Signal,
+    Stage,
+    evaluate,
+    parse_stage,
+)
 from bot.updates import Update
 from handlers.commands import Call, CommandSet, Role, UsageError, reply, role_of
 from scripts_library import nudges as library
@@ -487,6 +496,7 @@ def plan_nudges(
     local = now.astimezone(cohort.timezone)
     chat_ids = [g.chat_id for g in cohort.groups]
     radar = evaluate(session, settings, cohort, chat_ids, today)
+    lapse_offers(session, radar, now)
     flagged = [m for g in radar.values() for m in g.flagged]
     if not flagged:
         return []
@@ -596,7 +606,8 @@ def next_offer(
     added to any session)."""
     if any(o.status in (store.PROPOSED, store.APPROVED) for o in offers):
         return None
-    given = {o.tier for o in offers}
+    # A withdrawn offer was never given: the tier can be proposed again if they slip back.
+    given = {o.tier for o in offers if o.status != store.WITHDRAWN}
     for tier in tiers:
         if tier.id in given or tier.min_level > risk.level:
             continue
@@ -609,6 +620,64 @@ def next_offer(
             proposed_at=now,
         )
     return None
+
+
+def lapsed_offers(
+    session: Session, radar: dict[str, GroupRadar], offers: Sequence[Offer]
+) -> dict[int, str]:
+    """Which of these open offers (of the radar's groups) have lapsed, by offer id, with why
+    (``store.LEFT``, ``store.RECOVERED``): the learner left the group (proposed or approved),
+    or a proposal's learner is no longer flagged by this radar (hysteresis included: someone
+    "恢复观察中" is still flagged). An approved offer to a learner still in the group stands."""
+    offers = [o for o in offers if o.chat_id in radar and o.id is not None]
+    if not offers:
+        return {}
+    gone = roster.departed(session, list({(o.chat_id, o.member_id) for o in offers}))
+    flagged: dict[str, set[str]] = {}
+    out: dict[int, str] = {}
+    for o in offers:
+        assert o.id is not None
+        if (o.chat_id, o.member_id) in gone:
+            out[o.id] = store.LEFT
+        elif o.status == store.PROPOSED:
+            ids = flagged.get(o.chat_id)
+            if ids is None:
+                ids = flagged[o.chat_id] = {m.member_id for m in radar[o.chat_id].flagged}
+            if o.member_id not in ids:
+                out[o.id] = store.RECOVERED
+    return out
+
+
+def lapse_offers(session: Session, radar: dict[str, GroupRadar], now: datetime) -> list[Offer]:
+    """Withdraw the open offers of the radar's groups that :func:`lapsed_offers` finds; return
+    the offers still open. Runs in the nightly nudge plan and the live digest."""
+    offers = store.open_offers(session, list(radar))
+    lapsed = lapsed_offers(session, radar, offers)
+    for o in offers:
+        if o.id in lapsed:
+            store.withdraw(o, lapsed[o.id], now)
+    if lapsed:
+        session.flush()
+    return [o for o in offers if o.id not in lapsed]
+
+
+def lapse_reason(session: Session, settings: Settings, offer: Offer) -> str:
+    """Why a withdrawn offer lapsed, in words for the teacher."""
+    name = roster.names(session, [offer.member_id])[offer.member_id]
+    when = ""
+    if offer.withdrawn_at is not None:
+        try:
+            cohort = settings.cohort(offer.cohort_id)
+            when = f"{offer.withdrawn_at.astimezone(cohort.timezone):%m-%d}"
+        except KeyError:
+            pass
+    if offer.withdrawn_reason == store.LEFT:
+        return f"{name} 已退群" + (f"（{when}）" if when else "")
+    if offer.withdrawn_reason == store.RECOVERED:
+        return f"{name} 已恢复活跃，不在预警名单上了" + (f"（{when}起）" if when else "")
+    if offer.withdrawn_reason == store.ENDED:
+        return "训练营结营已久，不再发送"
+    return "已撤回"
 
 
 async def send_due(ctx: Context) -> int:
@@ -666,7 +735,12 @@ async def _send_offers(ctx: Context, now: datetime) -> int:
     offers = store.approved_unsent(session)
     # 免打扰 after the proposal (or the approval): the offer waits, it goes out if they opt back in.
     silenced = store.opted_out(session, [o.member_id for o in offers]) if offers else set()
+    # A learner who left the group since the approval is not sent it (the offer lapses).
+    gone = roster.departed(session, list({(o.chat_id, o.member_id) for o in offers}))
     for offer in offers:
+        if (offer.chat_id, offer.member_id) in gone:
+            store.withdraw(offer, store.LEFT, now)
+            continue
         if offer.member_id in silenced:
             continue
         try:
@@ -837,6 +911,15 @@ async def approve(update: Update, ctx: Context, call: Call) -> None:
     offer = store.get_offer(ctx.session, int(call.words[0].lstrip("#")))
     if offer is None or role_of(ctx.settings, offer.chat_id, update.sender_id) < Role.LEADER:
         await reply(update, ctx, "没有找到这个提议号。")
+        return
+    if offer.status == store.PROPOSED and roster.departed(
+        ctx.session, [(offer.chat_id, offer.member_id)]
+    ):
+        store.withdraw(offer, store.LEFT, ctx.clock.now())
+        ctx.session.flush()
+    if offer.status == store.WITHDRAWN:
+        why = lapse_reason(ctx.session, ctx.settings, offer)
+        await reply(update, ctx, f"提议 #{offer.id} 已失效：{why}，不会发送。")
         return
     if offer.status != store.PROPOSED:
         await reply(update, ctx, f"提议 #{offer.id} 已经处理过了。")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from bot.context import Context
 from bot.dispatcher import Router
 from bot.updates import Event, Update, sender_kind_of
-from storage import roster
+from storage import nudges, roster
 
 router = Router("roster")
 
@@ -40,3 +40,7 @@ async def member_left(update: Update, ctx: Context) -> None:
     )
     for member_id in ids:
         roster.record_leave(ctx.session, update.chat_id, member_id, update.sent_at)
+    # Their open offers in this group lapse now, not at the next nudge plan (the dashboard
+    # would list them until then).
+    for offer in nudges.open_offers(ctx.session, [update.chat_id], ids):
+        nudges.withdraw(offer, nudges.LEFT, update.sent_at)

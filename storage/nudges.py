@@ -24,6 +24,12 @@ EXPIRED = "expired"  # its window passed before it could go out
 PROPOSED = "proposed"
 APPROVED = "approved"
 OFFER_SENT = "sent"
+WITHDRAWN = "withdrawn"  # lapsed before it was sent (``Offer.withdrawn_reason`` says why)
+
+# Why an offer lapsed (``Offer.withdrawn_reason``).
+RECOVERED = "recovered"  # proposed, and the radar no longer flags the learner
+LEFT = "left"  # the learner left the group (proposed or approved)
+ENDED = "ended"  # approved, but the cohort ended too long ago to send it
 
 
 class Nudge(SQLModel, table=True):
@@ -76,6 +82,8 @@ class Offer(SQLModel, table=True):
     approved_by: str | None = None
     approved_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     sent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    withdrawn_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    withdrawn_reason: str | None = None  # RECOVERED | LEFT | ENDED
 
 
 # --- opt-out -----------------------------------------------------------------------------------
@@ -379,6 +387,27 @@ def pending_offers(session: Session, chat_ids: Sequence[str]) -> Sequence[Offer]
         .where(one_of(session, col(Offer.chat_id), chat_ids), col(Offer.status) == PROPOSED)
         .order_by(col(Offer.id))
     ).all()
+
+
+def open_offers(
+    session: Session, chat_ids: Sequence[str], member_ids: Sequence[str] | None = None
+) -> Sequence[Offer]:
+    """Offers of these groups (and learners) not yet sent nor withdrawn (proposed or
+    approved), oldest first."""
+    stmt = select(Offer).where(
+        one_of(session, col(Offer.chat_id), chat_ids),
+        col(Offer.status).in_([PROPOSED, APPROVED]),
+    )
+    if member_ids is not None:
+        stmt = stmt.where(one_of(session, col(Offer.member_id), member_ids))
+    return session.scalars(stmt.order_by(col(Offer.id))).all()
+
+
+def withdraw(offer: Offer, reason: str, now: datetime) -> None:
+    """Let an offer lapse (it is no longer listed, approved or sent)."""
+    offer.status = WITHDRAWN
+    offer.withdrawn_reason = reason
+    offer.withdrawn_at = now
 
 
 def approved_unsent(session: Session) -> Sequence[Offer]:

@@ -202,6 +202,20 @@ def membership_keys(session: Session, keys: Sequence[tuple[str, str]]) -> set[tu
     return {(r[0], r[1]) for r in session.execute(stmt).all()}
 
 
+def departed(session: Session, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], datetime]:
+    """The ``(chat_id, member_id)`` keys whose member has left that group, with when (a rejoin
+    clears the leave, see :func:`record_join`)."""
+    if not keys:
+        return {}
+    stmt = select(
+        col(Membership.chat_id), col(Membership.member_id), col(Membership.left_at)
+    ).where(
+        tuple_(col(Membership.chat_id), col(Membership.member_id)).in_(list(keys)),
+        col(Membership.left_at).is_not(None),
+    )
+    return {(c, m): at for c, m, at in session.execute(stmt).all() if at is not None}
+
+
 def set_owners(session: Session, owners: dict[str, str]) -> None:
     """Record the staff member who owns each external contact, where none is known yet."""
     for member_id, owner in owners.items():

@@ -94,3 +94,18 @@ async def join(app: App, members: list[str], at: datetime, chat: str = GROUP_A) 
         event_data={"member_ids": members},
     )
     await app.pipeline.ingest([(update, "{}")])
+
+
+async def leave(app: App, members: list[str], at: datetime, chat: str = GROUP_A) -> None:
+    """Members leave the group (the same event every door produces)."""
+    update = Update(
+        door=Door.AIBOT,
+        kind=UpdateKind.EVENT,
+        message_id=f"l{next(_ids)}",
+        chat_id=chat,
+        sender_id=members[0],
+        sent_at=at,
+        event=Event.MEMBER_LEFT,
+        event_data={"member_ids": members},
+    )
+    await app.pipeline.ingest([(update, "{}")])

@@ -340,3 +340,83 @@ async def test_stage_override_and_quiet_list(app: App) -> None:
         )
     silent = next(m for m in radar[GROUP_A].members if m.member_id == "wmSilent")
     assert silent.stage.value == "sprint"
+
+
+def offers_section(text: str) -> list[str]:
+    """The lines of a digest's "待批准挽回方案" section."""
+    lines = text.split("\n")
+    at = next(i for i, x in enumerate(lines) if x.startswith("### 待批准挽回方案"))
+    return lines[at + 1 :]
+
+
+async def test_an_offer_lapses_when_its_learner_recovers(app: App) -> None:
+    # 回来 is proposed an offer while away (day 8) and is no longer flagged after two active
+    # days (day 13): the proposal is withdrawn, the digest and the dashboard stop listing it,
+    # and 批准 says why.
+    from bot.dashboard import data
+
+    await setup(app)
+    run = Run(app)
+    for n in range(1, 14):
+        await run.day(n)
+    async with app.db.unit_of_work() as uow:
+        offers = {o.member_id: o for o in nudge_store.open_offers(uow.session, [GROUP_A])}
+        withdrawn = list(nudge_store.offers_of(uow.session, "wmBack", "c1"))
+        listed = data.open_offers(uow.session, app.settings, GROUP_A)
+    assert "wmBack" not in offers and {"wmSilent", "wmFade"} <= set(offers)
+    assert [(o.status, o.withdrawn_reason) for o in withdrawn] == [
+        (nudge_store.WITHDRAWN, nudge_store.RECOVERED)
+    ]
+    assert not [o for o in listed if o.member_name == "回来"]
+    digest = [m.text for m in run.sender.sent if m.kind is Kind.MARKDOWN and m.to == "teacher1"]
+    section = offers_section(digest[-1])
+    assert any(" 沉默 · " in x for x in section) and not any(" 回来 · " in x for x in section)
+    run.at(13, 23, 30)
+    await app.pipeline.ingest(
+        [pair(archive_text(GROUP_A, "teacher1", f"/批准 {withdrawn[0].id}", app.clock.now()))]
+    )
+    answer = [m.text for m in run.sender.sent if m.channel is Channel.REPLY][-1]
+    assert f"提议 #{withdrawn[0].id} 已失效" in answer and "回来 已恢复活跃" in answer, answer
+
+
+async def test_offers_to_a_learner_who_left_lapse_and_are_not_sent(app: App) -> None:
+    # 沉默's offer is approved on day 9, 渐渐's only proposed; both leave on day 10 before the
+    # window: 渐渐 through the leave event, 沉默's leave recorded without one (the nightly pass
+    # and the send find it). Neither offer goes out; the digest lists neither; 批准 says why.
+    from tests.rhythm_helpers import leave
+
+    await setup(app)
+    run = Run(app)
+    for n in range(1, 10):
+        await run.day(n)
+    async with app.db.unit_of_work() as uow:
+        ids = {o.member_id: o.id for o in nudge_store.pending_offers(uow.session, [GROUP_A])}
+    assert {"wmSilent", "wmFade"} <= set(ids)
+    run.at(9, 23, 30)
+    await app.pipeline.ingest(
+        [pair(archive_text(GROUP_A, "teacher1", f"/批准 {ids['wmSilent']}", app.clock.now()))]
+    )
+    await leave(app, ["wmFade"], local(2026, 11, 11, 6))
+    async with app.db.unit_of_work() as uow:
+        fade = nudge_store.get_offer(uow.session, ids["wmFade"])
+        assert fade is not None and fade.status == nudge_store.WITHDRAWN  # at once
+        roster.record_leave(uow.session, GROUP_A, "wmSilent", local(2026, 11, 11, 6))
+    await run.day(10)
+    assert not [m for m in run.sender.sent if m.key.startswith("offer:")]
+    async with app.db.unit_of_work() as uow:
+        for member in ("wmSilent", "wmFade"):
+            offer = nudge_store.get_offer(uow.session, ids[member])
+            assert offer is not None
+            assert (offer.status, offer.withdrawn_reason) == (
+                nudge_store.WITHDRAWN,
+                nudge_store.LEFT,
+            ), member
+    digest = [m.text for m in run.sender.sent if m.kind is Kind.MARKDOWN and m.to == "teacher1"]
+    section = offers_section(digest[-1])
+    assert not any(" 沉默 · " in x or " 渐渐 · " in x or "wm" in x for x in section), section
+    run.at(10, 23, 30)
+    await app.pipeline.ingest(
+        [pair(archive_text(GROUP_A, "teacher1", f"/批准 {ids['wmFade']}", app.clock.now()))]
+    )
+    answer = [m.text for m in run.sender.sent if m.channel is Channel.REPLY][-1]
+    assert "已失效：渐渐 已退群（11-11）" in answer, answer
