@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from bot.clock import day_start, learning_day
 from bot.config import CohortSettings, GroupSettings, NudgeSettings, OfferTier, Settings
 from bot.context import Context
-from bot.jobs import DailyJob, Run, per_cohort
+from bot.jobs import CohortFilter, DailyJob, Run, cohort_job
 from bot.metrics import NUDGES_SENT
 from bot.outbound import Channel, Outbound
 from bot.radar import (
@@ -676,7 +676,8 @@ def lapse_reason(session: Session, settings: Settings, offer: Offer) -> str:
     if offer.withdrawn_reason == store.RECOVERED:
         return f"{name} 已恢复活跃，不在预警名单上了" + (f"（{when}起）" if when else "")
     if offer.withdrawn_reason == store.ENDED:
-        return "训练营结营已久，不再发送"
+        days = settings.nudges.offer_days_after_end
+        return f"训练营已结营超过{days}天，挽回方案只在结营后{days}天内发送"
     return "已撤回"
 
 
@@ -744,8 +745,11 @@ async def _send_offers(ctx: Context, now: datetime) -> int:
         if offer.member_id in silenced:
             continue
         try:
-            cohort = settings.cohort(offer.cohort_id)
+            cohort = cohort_dates.effective(ctx.uow.writer, settings.cohort(offer.cohort_id))
         except KeyError:
+            continue
+        if too_late(settings, cohort, now):
+            store.withdraw(offer, store.ENDED, now)
             continue
         if not may_send_at(now.astimezone(cohort.timezone), settings.nudges):
             continue
@@ -776,6 +780,13 @@ async def _send_offers(ctx: Context, now: datetime) -> int:
     return sent
 
 
+def too_late(settings: Settings, cohort: CohortSettings, now: datetime) -> bool:
+    """Whether an approved offer of ``cohort`` can no longer go out: more than
+    ``[nudges] offer_days_after_end`` days after its last day."""
+    today = learning_day(now, cohort.timezone, cohort.day_start_hour)
+    return (today - cohort.end_date).days > settings.nudges.offer_days_after_end
+
+
 def offer_text(
     session: Session, cohort: CohortSettings, offer: Offer, tier_text: str, name: str
 ) -> str:
@@ -791,13 +802,16 @@ def offer_text(
 
 def plan_cohort(ctx: Context, cohort: CohortSettings) -> list[Nudge]:
     """Settle earlier nudges' effectiveness and plan ``cohort``'s nudges if its window is open;
-    each planned send gets a durable scheduler timer at its minute."""
+    each planned send gets a durable scheduler timer at its minute. After the cohort's last
+    day nothing is planned (the job still runs to settle and to send approved offers)."""
     now = ctx.clock.now()
     settings = ctx.settings
     store.settle_effectiveness(ctx.session, now, settings.radar.ignored_nudge_hours)
     if not settings.nudges.enabled or not may_send_at(
         now.astimezone(cohort.timezone), settings.nudges
     ):
+        return []
+    if learning_day(now, cohort.timezone, cohort.day_start_hour) > cohort.end_date:
         return []
     planned = plan_nudges(ctx.session, settings, cohort, now)
     for n in planned:
@@ -822,20 +836,49 @@ SEND_TIMER = "nudge.send"
 TIMERS = {SEND_TIMER: send_timer}
 
 
+def days_after_end(settings: Settings) -> int:
+    """How many days after a cohort's last day its nudge job keeps running: approved offers go
+    out for ``[nudges] offer_days_after_end`` days, and the last days' nudges are settled once
+    their ``[radar] ignored_nudge_hours`` have passed (a day more, since the job runs at the
+    window's start, before the hour of the send)."""
+    settle = -(-settings.radar.ignored_nudge_hours // 24) + 1
+    return max(settings.nudges.offer_days_after_end, settle)
+
+
+def plan_days(settings: Settings) -> CohortFilter:
+    """The days the nudge job runs on: the cohort's learning days and
+    :func:`days_after_end` more (made again from 开营/结营 dates by the scheduler)."""
+    extra = days_after_end(settings)
+
+    def days(cohort: CohortSettings) -> Callable[[date], bool]:
+        last = cohort.length_days + extra
+
+        def on(day: date) -> bool:
+            return 1 <= cohort.cohort_day(day) <= last
+
+        return on
+
+    return days
+
+
 def jobs(settings: Settings) -> list[DailyJob]:
     """Nudge planning once at the start of each window (weekdays and weekends differ), a minute
-    in so the window is open. Sends then run on their timers."""
+    in so the window is open, on the cohort's days and :func:`days_after_end` more. Sends then
+    run on their timers."""
     ns = settings.nudges
     starts = sorted({ns.weekday_window[0], ns.weekend_window[0]})
+    days = plan_days(settings)
     return [
-        job
-        for hm in starts
-        for job in per_cohort(
-            settings,
-            f"nudge.plan.{hm[0]:02d}{hm[1]:02d}",
+        cohort_job(
+            c,
+            f"nudge.plan.{hm[0]:02d}{hm[1]:02d}:{c.id}",
             (datetime.combine(date.min, _t(hm)) + timedelta(minutes=1)).time(),
             plan_job,
+            quiet=False,
+            days=days,
         )
+        for hm in starts
+        for c in settings.cohorts
     ]
 
 
@@ -917,6 +960,14 @@ async def approve(update: Update, ctx: Context, call: Call) -> None:
     ):
         store.withdraw(offer, store.LEFT, ctx.clock.now())
         ctx.session.flush()
+    if offer.status == store.PROPOSED:
+        try:
+            cohort = cohort_dates.effective(ctx.uow.writer, ctx.settings.cohort(offer.cohort_id))
+        except KeyError:
+            cohort = None
+        if cohort is not None and too_late(ctx.settings, cohort, ctx.clock.now()):
+            store.withdraw(offer, store.ENDED, ctx.clock.now())
+            ctx.session.flush()
     if offer.status == store.WITHDRAWN:
         why = lapse_reason(ctx.session, ctx.settings, offer)
         await reply(update, ctx, f"提议 #{offer.id} 已失效：{why}，不会发送。")

@@ -420,3 +420,73 @@ async def test_offers_to_a_learner_who_left_lapse_and_are_not_sent(app: App) -> 
     )
     answer = [m.text for m in run.sender.sent if m.channel is Channel.REPLY][-1]
     assert "已失效：渐渐 已退群（11-11）" in answer, answer
+
+
+async def test_after_the_end_approved_offers_go_out_and_nudges_settle(
+    database_url: str, clock: ManualClock
+) -> None:
+    # A 7-day cohort (Mon Nov 2 .. Sun Nov 8) under the real scheduler after its end: an offer
+    # approved the morning after the last day goes out in that evening's window, the last days'
+    # nudges are settled once their 72 h have passed, and an offer approved more than
+    # offer_days_after_end days after the end lapses instead of being promised.
+    from bot.config import parse_settings
+    from bot.scheduler import CohortScheduler
+    from handlers.nudges import jobs as nudge_jobs
+    from tests.conftest import base_config
+
+    config = base_config(database={"url": database_url})
+    config["cohorts"][0]["length_days"] = 7
+    settings = parse_settings(config, env={})
+    app = App.open(settings, clock=clock, sender=RecordingSender())
+    try:
+        await setup(app)
+        run = Run(app)
+        for n in range(1, 8):
+            await run.day(n)
+        async with app.db.unit_of_work() as uow:
+            ids = {o.member_id: o.id for o in nudge_store.pending_offers(uow.session, [GROUP_A])}
+            # A second proposal, to approve too late.
+            late = nudge_store.Offer(
+                cohort_id="c1",
+                chat_id=GROUP_A,
+                member_id="wmFade",
+                tier="material_pack",
+                level=2,
+                proposed_at=app.clock.now(),
+            )
+            uow.session.add(late)
+            uow.session.flush()
+            late_id = late.id
+        assert "wmSilent" in ids
+        run.at(8, 9)  # Mon Nov 9, the day after the last day
+        await app.pipeline.ingest(
+            [pair(archive_text(GROUP_A, "teacher1", f"/批准 {ids['wmSilent']}", app.clock.now()))]
+        )
+        scheduler = CohortScheduler(app)
+        await scheduler.run_until(app.clock, local(2026, 11, 13, 23))  # 4 days after the end
+        offers = [m for m in run.sender.sent if m.key == f"offer:{ids['wmSilent']}"]
+        assert [m.to for m in offers] == ["wmSilent"]
+        async with app.db.unit_of_work() as uow:
+            offer = nudge_store.get_offer(uow.session, ids["wmSilent"])
+            assert offer is not None and offer.status == nudge_store.OFFER_SENT
+            assert offer.sent_at is not None
+            assert may_send_at(offer.sent_at.astimezone(SH), app.settings.nudges)
+            assert offer.sent_at.astimezone(SH).date() == date(2026, 11, 9)
+            sent = nudge_store.all_sent(uow.session, "c1")
+        assert any(n.day == START + timedelta(days=6) for n in sent if n.status == "sent")
+        assert all(n.worked is not None for n in sent if n.status == "sent"), [
+            (n.day, n.worked) for n in sent
+        ]
+        # The job's days: the learning days and offer_days_after_end more (72 h fit in them).
+        plan = next(j for j in nudge_jobs(settings) if j.cohort_id == "c1")
+        cohort = settings.cohort("c1")
+        assert plan.on_for(cohort)(cohort.end_date + timedelta(days=7))
+        assert not plan.on_for(cohort)(cohort.end_date + timedelta(days=8))
+        run.at(16, 9)  # 8 days after the end
+        await app.pipeline.ingest(
+            [pair(archive_text(GROUP_A, "teacher1", f"/批准 {late_id}", app.clock.now()))]
+        )
+        answer = [m.text for m in run.sender.sent if m.channel is Channel.REPLY][-1]
+        assert f"提议 #{late_id} 已失效：训练营已结营超过7天" in answer, answer
+    finally:
+        app.close()

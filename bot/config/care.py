@@ -70,6 +70,8 @@ class NudgeSettings:
     enabled: bool = True
     postcards: tuple[str, ...] = ()
     offers: tuple[OfferTier, ...] = DEFAULT_OFFERS
+    #: Approved offers still go out this many days after a cohort's last day (then they lapse).
+    offer_days_after_end: int = 7
 
 
 def parse_radar(r: Reader) -> RadarSettings:
@@ -122,6 +124,7 @@ def parse_nudges(r: Reader) -> NudgeSettings:
         enabled=r.bool_("enabled", True),
         postcards=tuple(r.str_list("postcards", [])),
         offers=tuple(offers) if offers else DEFAULT_OFFERS,
+        offer_days_after_end=r.int_("offer_days_after_end", 7, 0, 60),
     )
     r.finish()
     return out
