@@ -412,7 +412,8 @@ def signals_of(
         ):
             fired.append(_volume_drop(recent, whom, base, rules.volume_ratio))
 
-    # 7. Ignored the last nudge: no activity within 72 h, and none since.
+    # 7. Ignored the last nudge: the latest settled one (a newer one may still be open) had no
+    # activity within 72 h, and there has been none since.
     if latest_nudge is not None and latest_nudge.worked is False:
         since = (today - latest_nudge.day).days
         if since >= 1 and _count(agg.active_mask, 0, since - 1) == 0:

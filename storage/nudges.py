@@ -133,10 +133,17 @@ def of_groups_between(
 
 
 def latest_per_member(session: Session, chat_ids: Sequence[str]) -> dict[tuple[str, str], Nudge]:
-    """The most recent sent or held nudge of each learner in these groups."""
+    """The most recent *settled* sent nudge of each learner in these groups (``worked``
+    decided), for the radar's "ignored the last nudge". Not simply the latest: nudges go out
+    every ``min_days_between`` (3) days and settle after 72 h, so at digest time the latest is
+    nearly always today's, still open, and the signal could never fire."""
     sub = (
         select(func.max(col(Nudge.id)))
-        .where(one_of(session, col(Nudge.chat_id), chat_ids), col(Nudge.status).in_([SENT, HELD]))
+        .where(
+            one_of(session, col(Nudge.chat_id), chat_ids),
+            col(Nudge.status) == SENT,
+            col(Nudge.worked).is_not(None),
+        )
         .group_by(col(Nudge.chat_id), col(Nudge.member_id))
     )
     rows = session.scalars(select(Nudge).where(col(Nudge.id).in_(sub))).all()

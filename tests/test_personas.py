@@ -490,3 +490,24 @@ async def test_after_the_end_approved_offers_go_out_and_nudges_settle(
         assert f"提议 #{late_id} 已失效：训练营已结营超过7天" in answer, answer
     finally:
         app.close()
+
+
+async def test_digest_shows_a_learner_who_ignored_nudges(app: App) -> None:
+    # 沉默 never answers: nudges go out every 3 days and settle 72 h later, so at each evening's
+    # digest the latest nudge is still open; the latest settled one was ignored, and says so.
+    await setup(app)
+    run = Run(app)
+    for n in range(1, 11):
+        await run.day(n)
+    async with app.db.unit_of_work() as uow:
+        ignored = [
+            x
+            for x in nudge_store.all_sent(uow.session)
+            if x.member_id == "wmSilent" and x.worked is False
+        ]
+    assert len(ignored) >= 2, ignored
+    digest = [m.text for m in run.sender.sent if m.kind is Kind.MARKDOWN and m.to == "teacher1"]
+    lines = digest[-1].split("\n")
+    at = next(i for i, x in enumerate(lines) if "**沉默**" in x)
+    assert "未回应提醒" in lines[at + 1], lines[at : at + 2]
+    assert run.signals["wmSilent"][10].count(Signal.IGNORED_NUDGE) == 1
