@@ -325,9 +325,12 @@ def render_group(
         planned = nudges_today.get(m.member_id)
         if planned is not None:
             script_id, text = planned.script_id, planned.text
-            state = {"sent": "已发送", "scheduled": "待发送", "held": "仅摘要"}.get(
-                planned.status, planned.status
-            )
+            state = {
+                nudge_store.SENT: "已发送",
+                nudge_store.SCHEDULED: "待发送",
+                nudge_store.HELD: "仅摘要",
+                nudge_store.LIMITED: "今日额度已用，明日再发",
+            }.get(planned.status, planned.status)
             lines.append(f"   > 今日私信（{state}）`{script_id}`：{text}")
         else:
             script_id, text = suggest(m, teacher, prefetched.balances.get(m.member_id, 0))
@@ -352,6 +355,8 @@ def render_group(
         mark = {True: "✅ 已回归", False: "❌ 未回应", None: "⏳ 观察中"}[x.worked]
         if x.status == nudge_store.HELD:
             mark = "📝 仅摘要（无法私信）"
+        elif x.status == nudge_store.LIMITED:
+            mark = "⏸ 当日私信额度已用，未发送（仍在预警名单则次日再发）"
         lines.append(f"- {names.get(x.member_id, x.member_id)} · `{x.script_id}` · {mark}")
     by_script, by_stage = rates
     if by_script:

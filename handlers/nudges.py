@@ -702,7 +702,7 @@ async def send_due(ctx: Context) -> int:
         if n.route == MSG_TEMPLATE and _customer_limit_reached(
             session, settings, cohort, n.member_id, now
         ):
-            store.mark(session, n.id, store.HELD)
+            store.mark(session, n.id, store.LIMITED)
             continue
         await ctx.send(
             Outbound(channel=Channel.PRIVATE, to=n.member_id, text=n.text, key=f"nudge:{n.id}")

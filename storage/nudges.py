@@ -18,7 +18,9 @@ from storage.types import UTCDateTime
 
 SCHEDULED = "scheduled"
 SENT = "sent"
-HELD = "held"  # planned but not deliverable (no owning staff member, limit reached): digest only
+HELD = "held"  # planned but not deliverable (no owning staff member): digest only
+LIMITED = "limited"  # WeCom's per-customer daily limit was used up (e.g. by an offer): not sent,
+# and not counted as the learner's nudge, so the next day's plan nudges them again
 EXPIRED = "expired"  # its window passed before it could go out
 
 PROPOSED = "proposed"
@@ -118,14 +120,15 @@ def add(session: Session, nudge: Nudge) -> Nudge:
 def of_groups_between(
     session: Session, chat_ids: Sequence[str], since: datetime, until: datetime
 ) -> Sequence[Nudge]:
-    """Nudges of these groups sent (or held) with ``scheduled_at`` in ``[since, until)``."""
+    """Nudges of these groups sent, held or stopped by the limit with ``scheduled_at`` in
+    ``[since, until)``."""
     stmt = (
         select(Nudge)
         .where(
             one_of(session, col(Nudge.chat_id), chat_ids),
             col(Nudge.scheduled_at) >= since,
             col(Nudge.scheduled_at) < until,
-            col(Nudge.status).in_([SENT, HELD]),
+            col(Nudge.status).in_([SENT, HELD, LIMITED]),
         )
         .order_by(col(Nudge.scheduled_at), col(Nudge.id))
     )
@@ -151,10 +154,14 @@ def latest_per_member(session: Session, chat_ids: Sequence[str]) -> dict[tuple[s
 
 
 def last_nudge_day(session: Session, member_ids: Sequence[str]) -> dict[str, date]:
-    """The learning day of each learner's latest planned, sent or held nudge, in any group."""
+    """The learning day of each learner's latest planned, sent or held nudge, in any group
+    (one that expired or met the per-customer limit was never sent: it does not count)."""
     stmt = (
         select(col(Nudge.member_id), func.max(col(Nudge.day)))
-        .where(one_of(session, col(Nudge.member_id), member_ids), col(Nudge.status) != EXPIRED)
+        .where(
+            one_of(session, col(Nudge.member_id), member_ids),
+            col(Nudge.status).not_in([EXPIRED, LIMITED]),
+        )
         .group_by(col(Nudge.member_id))
     )
     return {member_id: at for member_id, at in session.execute(stmt).all()}

@@ -511,3 +511,44 @@ async def test_digest_shows_a_learner_who_ignored_nudges(app: App) -> None:
     at = next(i for i, x in enumerate(lines) if "**沉默**" in x)
     assert "未回应提醒" in lines[at + 1], lines[at : at + 2]
     assert run.signals["wmSilent"][10].count(Signal.IGNORED_NUDGE) == 1
+
+
+async def test_a_nudge_stopped_by_the_daily_limit_is_labelled_so_and_retried(app: App) -> None:
+    # 沉默's approved offer goes out as day 6's window opens and uses the day's one
+    # add_msg_template: the nudge planned for 沉默 that day is not "仅摘要（无法私信）" but
+    # "今日额度已用，明日再发", and the next day's plan nudges 沉默 again.
+    await setup(app)
+    run = Run(app)
+    for n in range(1, 6):
+        await run.day(n)
+    async with app.db.unit_of_work() as uow:
+        offer_id = {o.member_id: o.id for o in nudge_store.pending_offers(uow.session, [GROUP_A])}[
+            "wmSilent"
+        ]
+        last = nudge_store.last_nudge_day(uow.session, ["wmSilent"])["wmSilent"]
+    run.at(5, 23, 30)
+    await app.pipeline.ingest(
+        [pair(archive_text(GROUP_A, "teacher1", f"/批准 {offer_id}", app.clock.now()))]
+    )
+    # The day 沉默 is due a nudge again (3 days after the last).
+    due = (last - START).days + 1 + app.settings.nudges.min_days_between
+    for n in range(6, due + 1):
+        await run.day(n)
+    day = START + timedelta(days=due - 1)
+    async with app.db.unit_of_work() as uow:
+        limited = nudge_store.planned_on(uow.session, GROUP_A, day)["wmSilent"]
+    assert limited.status == nudge_store.LIMITED and limited.sent_at is None
+    offers = [m for m in run.sender.sent if m.key == f"offer:{offer_id}"]
+    assert len(offers) == 1
+    digest = [m.text for m in run.sender.sent if m.kind is Kind.MARKDOWN and m.to == "teacher1"]
+    assert "今日私信（今日额度已用，明日再发）" in digest[-1]
+    assert "仅摘要" not in digest[-1]
+    await run.day(due + 1)
+    digest = [m.text for m in run.sender.sent if m.kind is Kind.MARKDOWN and m.to == "teacher1"]
+    assert "当日私信额度已用" in digest[-1] and "无法私信" not in digest[-1]
+    async with app.db.unit_of_work() as uow:
+        retried = nudge_store.planned_on(uow.session, GROUP_A, day + timedelta(days=1))
+    assert retried["wmSilent"].status == nudge_store.SENT
+    assert [m.to for _, m in run.private_at if m.key == f"nudge:{retried['wmSilent'].id}"] == [
+        "wmSilent"
+    ]
