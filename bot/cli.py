@@ -244,7 +244,7 @@ def cmd_outbox_deliver(args: argparse.Namespace) -> int:
         f"已发送 {total.sent}，稍后重试 {total.retried}，"
         f"限流顺延 {total.deferred}，失败 {total.failed}"
     )
-    return 0
+    return 1 if total.failed else 0  # a message failed for good: a script should notice
 
 
 def cmd_outbox_status(args: argparse.Namespace) -> int:

@@ -96,3 +96,30 @@ async def test_two_processes_deliver_every_message_once(
     assert len(contents) == 120 and len(set(contents)) == 120
     sent_by = [int(re.search(r"已发送 (\d+)", out.decode()).group(1)) for out, _err in outputs]
     assert sum(sent_by) == 120 and min(sent_by) > 0, sent_by
+
+
+async def test_deliver_exits_1_when_a_message_failed_for_good(
+    tmp_path: Path, database_url: str, clock: ManualClock
+) -> None:
+    # A row for a group the config does not know cannot be sent: the summary counts it as
+    # failed, and the exit status says so to the script or cron job that ran the command.
+    fake = FakeWeCom(corp_id=CORP, secret=SECRET)
+    async with fake.serve() as url:
+        config = write_config(tmp_path / "config.toml", database_url, url)
+        settings = load_settings(config, env={})
+        app = App.open(settings, clock=clock, sender=OutboxSender(settings, clock))
+        try:
+            async with app.db.unit_of_work() as uow:
+                await app.sender.send(Outbound(Channel.GROUP, "wrProc0", "好", key="ok"), uow)
+                await app.sender.send(Outbound(Channel.GROUP, "wrGone", "丢", key="gone"), uow)
+            env = {**os.environ, "PROC_WECOM_SECRET": SECRET}
+            args = [sys.executable, "-m", "bot.cli", "--config", str(config)]
+            proc = await asyncio.create_subprocess_exec(
+                *args, "outbox", "deliver", "--drain", env=env,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            out, err = await proc.communicate()
+            assert proc.returncode == 1, (out, err)
+            assert "已发送 1" in out.decode() and "失败 1" in out.decode()
+        finally:
+            app.close()
