@@ -332,6 +332,8 @@ def render_group(
                 nudge_store.LIMITED: "今日额度已用，明日再发",
             }.get(planned.status, planned.status)
             lines.append(f"   > 今日私信（{state}）`{script_id}`：{text}")
+        elif m.member_id in prefetched.opted_out:
+            lines.append("   > 已设免打扰：不发私信，也不建议私聊话术；可在群里或课上关心一下")
         else:
             script_id, text = suggest(m, teacher, prefetched.balances.get(m.member_id, 0))
             lines.append(f"   > 建议话术 `{script_id}`：{text}")
@@ -393,6 +395,7 @@ class Prefetched:
     balances: dict[str, int]  # points of the learners on the quiet lists
     milestones: dict[str, list[tuple[str, int]]]
     redemptions: dict[str, list[str]]
+    opted_out: frozenset[str] = frozenset()  # learners on the quiet lists who set 免打扰
 
 
 def prefetch(
@@ -407,6 +410,7 @@ def prefetch(
         points.balances_of(session, cohort.id, shown),
         milestones_by_chat(session, cohort, [g.chat_id for g in radars], day, now),
         pending_redemptions_by_chat(session, cohort),
+        frozenset(nudge_store.opted_out(session, shown)) if shown else frozenset(),
     )
 
 

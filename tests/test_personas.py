@@ -215,6 +215,10 @@ async def test_digest_lists_exactly_the_flagged(app: App) -> None:
     assert flagged == {"wmFade", "wmSilent", "wmBack", "wmMute"}
     for member_id, name in PEOPLE.items():
         assert (f"**{name}**" in text) == (member_id in flagged), name
+    # 勿扰 set 免打扰: the teacher is told so, not handed a private script for them.
+    lines = text.split("\n")
+    mute = next(i for i, x in enumerate(lines) if "**勿扰**" in x)
+    assert lines[mute + 2].startswith("   > 已设免打扰") and "建议话术" not in lines[mute + 2]
     from bot.radar import SIGNAL_LABELS
 
     for m in radar[GROUP_A].flagged:
