@@ -121,6 +121,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_card(args: argparse.Namespace) -> int:
     from bot.cards.fonts import FontNotFoundError
     from bot.cards.member import member_card
+    from storage import cohort_dates, roster
 
     settings = _settings(args)
     try:
@@ -138,6 +139,10 @@ def cmd_card(args: argparse.Namespace) -> int:
     try:
         today = learning_day(SystemClock().now(), cohort.timezone, cohort.day_start_hour)
         with app.db.session() as session:
+            chats = [g.chat_id for g in cohort.groups]
+            if not roster.membership_keys(session, [(c, args.member) for c in chats]):
+                raise OperatorError(f"训练营 {cohort.id} 的群里没有成员 {args.member}")
+            cohort = cohort_dates.effective(session, cohort)  # 开营/结营, as 我的 shows it
             png = member_card(session, settings, cohort, args.member, today)
     except FontNotFoundError as exc:
         print(f"无法生成学习证据卡：{exc}", file=sys.stderr)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import replace
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
@@ -259,12 +259,32 @@ slogan = "21天，遇见更好的自己"
 """
 
 
+def _add_member(config: Path, member: str) -> None:
+    """``member`` in the config's group (the card is only drawn for a member of the cohort)."""
+    from bot.app import App
+    from bot.config import load_settings
+    from storage import roster
+
+    app = App.open(load_settings(config, env={}))
+    try:
+        with app.db.unit_of_work_sync() as uow:
+            now = datetime(2026, 11, 2, tzinfo=UTC)
+            roster.ensure_members(uow.writer, [(member, "小明", "external")], now)
+            roster.ensure_memberships(uow.writer, [(GROUP_A, member)])
+    finally:
+        app.close()
+
+
 def test_cli_writes_a_card(
     tmp_path: Path, font: fonts.CardFont, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config = tmp_path / "config.toml"
     config.write_text(CONFIG.format(data=tmp_path, font=font.path, group=GROUP_A), "utf-8")
     out = tmp_path / "card.png"
+    # Someone in no group of the cohort gets no card of zeros: one line, exit 2.
+    assert main(["--config", str(config), "card", "--member", "nobody", "--cohort", "c1"]) == 2
+    assert "训练营 c1 的群里没有成员 nobody" in capsys.readouterr().err
+    _add_member(config, "wmU1")
     assert (
         main(
             [
@@ -294,6 +314,7 @@ def test_cli_without_a_cjk_font_fails_with_a_clear_message(
     config.write_text(
         CONFIG.format(data=tmp_path, font=tmp_path / "none.ttf", group=GROUP_A), "utf-8"
     )
+    _add_member(config, "wmU1")
     assert main(["--config", str(config), "card", "--member", "wmU1", "--cohort", "c1"]) == 1
     err = capsys.readouterr().err
     assert "无法生成学习证据卡" in err and "fonts-wqy-microhei" in err
