@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -180,6 +181,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     port = settings.server.port if args.port is None else args.port
     try:
         asyncio.run(serve(app, host, port))
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        raise OperatorError(f"端口 {host}:{port} 已被占用（另一个进程在用？换 --port）") from None
     finally:
         app.close()
     return 0

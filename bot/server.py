@@ -261,7 +261,10 @@ class Server:
                     "%s callback off: set %s and %s", door.value, cfg.token_env, cfg.aes_key_env
                 )
                 continue
-            crypto = DoorCrypto(secrets[0], secrets[1], receive_id)
+            try:
+                crypto = DoorCrypto(secrets[0], secrets[1], receive_id)
+            except ValueError as exc:
+                raise ConfigError(f"{cfg.aes_key_env}: {exc}") from None
             self.doors.append(DoorRoute(door, crypto, json_body, admit, (door.value, "200")))
         self._heads = set(ScriptDirectory.from_config(alembic_config(bot.db.engine)).get_heads())
 
@@ -601,15 +604,15 @@ async def serve(bot: App, host: str, port: int, stop: asyncio.Event | None = Non
     gc.collect()
     gc.freeze()
     site = web.TCPSite(runner, host, port)
-    await site.start()
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-    bound = runner.addresses[0]
-    print(f"cohortbot listening on http://{bound[0]}:{bound[1]}", flush=True)
     try:
+        await site.start()  # a port in use raises here; the background tasks still stop
+        stop = stop or asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop.set)
+        bound = runner.addresses[0]
+        print(f"cohortbot listening on http://{bound[0]}:{bound[1]}", flush=True)
         await stop.wait()
     finally:
         await runner.cleanup()

@@ -177,3 +177,28 @@ def test_a_digest_of_a_day_outside_the_cohort_is_refused(tmp_path: Path, capsys:
         app.close()
     assert digest("2026-11-10") == 2
     assert "2026-11-02 至 2026-11-09（共 8 天）" in capsys.readouterr().err
+
+
+def test_run_with_a_bad_door_key_or_a_busy_port_is_one_line(
+    tmp_path: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = str(write_config(tmp_path))
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = str(busy.getsockname()[1])
+        # Port taken (another bot still running): it was an OSError traceback.
+        assert cli.main(["--config", config, "run", "--host", "127.0.0.1", "--port", port]) == 2
+        err = capsys.readouterr().err  # the start-up log lines (doors off...) come first
+        assert "Traceback" not in err
+        assert (
+            err.splitlines()[-1]
+            == f"错误：端口 127.0.0.1:{port} 已被占用（另一个进程在用？换 --port）"
+        )
+    # A robot EncodingAESKey that is not 43 base64 characters: name the variable.
+    monkeypatch.setenv("COHORTBOT_ROBOT_TOKEN", "tok")
+    monkeypatch.setenv("COHORTBOT_ROBOT_AES_KEY", "tooshort")
+    assert cli.main(["--config", config, "run", "--host", "127.0.0.1", "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert "COHORTBOT_ROBOT_AES_KEY: EncodingAESKey must be 43 base64 characters" in err
