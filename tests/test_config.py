@@ -79,6 +79,17 @@ def broken(mutate: Any) -> dict[str, Any]:
             "cohorts[0].groups[0].leaders: expected a list",
         ),
         (lambda c: c.update(cohorts={"id": "x"}), "cohorts: expected a list"),
+        (
+            # A secret pasted where its variable's name goes: refused, so never logged.
+            lambda c: c.update(wecom={"corp_id": "ww1", "corp_secret_env": "sk-9f8e7d6c5b4a"}),
+            "wecom.corp_secret_env: expected the name of an environment variable",
+        ),
+        (
+            lambda c: c["cohorts"][0]["groups"][0].update(
+                robot_key_env="https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=693a"
+            ),
+            "cohorts[0].groups[0].robot_key_env: expected the name of an environment variable",
+        ),
     ],
 )
 def test_each_kind_of_config_error_names_the_key(mutate: Any, message: str) -> None:

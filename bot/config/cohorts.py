@@ -137,7 +137,7 @@ def parse_cohort(
                 leaders=tuple(g.str_list("leaders", [])),
                 teachers=tuple(g.str_list("teachers", [])),
                 post_via=read_choice(g, "post_via", POST_VIA),
-                robot_key_env=g.str_("robot_key_env", ""),
+                robot_key_env=g.env_name("robot_key_env", ""),
                 appchat_id=g.str_("appchat_id", ""),
                 aibot_chat_id=g.str_("aibot_chat_id", ""),
             )

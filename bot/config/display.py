@@ -40,8 +40,8 @@ def parse_cards(r: Reader) -> CardSettings:
 
 def parse_dashboard(r: Reader) -> DashboardSettings:
     settings = DashboardSettings(
-        password_env=r.str_("password_env", DashboardSettings.password_env),
-        secret_env=r.str_("secret_env", DashboardSettings.secret_env),
+        password_env=r.env_name("password_env", DashboardSettings.password_env),
+        secret_env=r.env_name("secret_env", DashboardSettings.secret_env),
         session_hours=r.int_("session_hours", 12, 1, 24 * 30),
         chart_days=r.int_("chart_days", 14, 2, 366),
     )

@@ -11,6 +11,9 @@ from datetime import date, time
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+#: What an environment variable's name may look like (POSIX: letters, digits, underscores).
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
 
 class ConfigError(ValueError):
     """A config problem, already phrased as one line for the operator."""
@@ -36,6 +39,17 @@ class Reader:
                 raise ConfigError(f"{self.key(name)}: missing")
             return None
         return self.data[name]
+
+    def env_name(self, name: str, default: str | None = None) -> str:
+        """The name of an environment variable (``*_env`` settings), never its value: a secret
+        pasted here by mistake would otherwise end up in the logs ("variable sk-… is not set")."""
+        value = self.str_(name, default)
+        if value and not ENV_NAME.fullmatch(value):
+            raise ConfigError(
+                f"{self.key(name)}: expected the name of an environment variable (A-Z, 0-9, _),"
+                " not its value"
+            )
+        return value
 
     def str_(self, name: str, default: str | None = None) -> str:
         value = self._get(name, default is None)

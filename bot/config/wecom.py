@@ -99,8 +99,8 @@ class AibotWsSettings:
 def parse_door(r: Reader, default: DoorSecrets) -> DoorSecrets:
     door = DoorSecrets(
         path=r.str_("path", default.path),
-        token_env=r.str_("token_env", default.token_env),
-        aes_key_env=r.str_("aes_key_env", default.aes_key_env),
+        token_env=r.env_name("token_env", default.token_env),
+        aes_key_env=r.env_name("aes_key_env", default.aes_key_env),
     )
     if not door.path.startswith("/"):
         raise ConfigError(f"{r.key('path')}: must start with '/'")
@@ -137,10 +137,10 @@ def parse_archive(r: Reader) -> ArchiveSettings:
     archive = ArchiveSettings(
         enabled=r.bool_("enabled", d.enabled),
         sdk_path=r.str_("sdk_path", d.sdk_path),
-        secret_env=r.str_("secret_env", d.secret_env),
-        private_key_env=r.str_("private_key_env", d.private_key_env),
+        secret_env=r.env_name("secret_env", d.secret_env),
+        private_key_env=r.env_name("private_key_env", d.private_key_env),
         proxy=r.str_("proxy", d.proxy),
-        proxy_password_env=r.str_("proxy_password_env", d.proxy_password_env),
+        proxy_password_env=r.env_name("proxy_password_env", d.proxy_password_env),
         poll_seconds=r.int_("poll_seconds", d.poll_seconds, 1, 86400),
         batch=r.int_("batch", d.batch, 1, 1000),
     )
@@ -154,7 +154,7 @@ def parse_aibot_ws(r: Reader) -> AibotWsSettings:
         enabled=r.bool_("enabled", d.enabled),
         url=r.str_("url", d.url),
         bot_id=r.str_("bot_id", d.bot_id),
-        secret_env=r.str_("secret_env", d.secret_env),
+        secret_env=r.env_name("secret_env", d.secret_env),
         ping_seconds=read_float(r, "ping_seconds", d.ping_seconds),
         max_backoff_seconds=read_float(r, "max_backoff_seconds", d.max_backoff_seconds),
     )
@@ -168,7 +168,7 @@ def parse_wecom(r: Reader) -> WecomSettings:
     settings = WecomSettings(
         api_base=r.str_("api_base", d.api_base).rstrip("/"),
         corp_id=r.str_("corp_id", d.corp_id),
-        corp_secret_env=r.str_("corp_secret_env", d.corp_secret_env),
+        corp_secret_env=r.env_name("corp_secret_env", d.corp_secret_env),
         agent_id=r.int_("agent_id", d.agent_id, 0),
         timeout_seconds=float(timeout),
         token_margin_seconds=r.int_("token_margin_seconds", d.token_margin_seconds, 0, 3600),
