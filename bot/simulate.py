@@ -133,12 +133,19 @@ def simulate(args: argparse.Namespace) -> int:
     key = args.aes_key or os.environ.get(door_cfg.aes_key_env, "")
     if not token or not key:
         print(
-            f"need the {args.door} token and EncodingAESKey: --token/--aes-key or "
-            f"${door_cfg.token_env}/${door_cfg.aes_key_env}",
+            f"缺少 {args.door} 回调的 Token 和 EncodingAESKey：用 --token/--aes-key，"
+            f"或设置 ${door_cfg.token_env}/${door_cfg.aes_key_env}",
             file=sys.stderr,
         )
         return 2
     corp_id = (args.corp_id or server.corp_id) if args.door == "app" else ""
+    if args.door == "app" and not corp_id:
+        # The app door's payloads are encrypted for the CorpID: without it the bot answers 403.
+        print(
+            "app 回调需要企业 ID：加 --corp-id，或 --config 指向写了 corp_id 的配置",
+            file=sys.stderr,
+        )
+        return 2
     crypto = DoorCrypto(token, key, corp_id)
     msgid = args.msgid or uuid.uuid4().hex
     if args.door == "robot":

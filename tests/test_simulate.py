@@ -69,3 +69,16 @@ def test_simulate_sends_real_callbacks_through_every_door(
         assert counted == {"sim-robot", "sim-aibot"}  # the app message is a single chat
     finally:
         stop(proc)
+
+
+def test_simulate_app_without_a_corp_id_says_what_is_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # No config, no --corp-id: the payload would be encrypted for nobody and refused with 403.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("COHORTBOT_CONFIG", raising=False)
+    for name, value in ENV.items():
+        monkeypatch.setenv(name, value)
+    argv = ["simulate", "--url", "http://127.0.0.1:9", "--door", "app", "--from", "wmSim"]
+    assert main([*argv, "--text", "hi"]) == 2
+    assert "app 回调需要企业 ID：加 --corp-id" in capsys.readouterr().err
