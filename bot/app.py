@@ -32,7 +32,7 @@ from handlers import (
 )
 from handlers import nudges as nudge_handlers
 from storage import roster as roster_store
-from storage.db import Database, DatabaseUnavailableError
+from storage.db import Database, DatabaseUnavailableError, require_existing
 
 
 def build_dispatcher() -> Dispatcher:
@@ -123,8 +123,13 @@ class App:
         clock: Clock | None = None,
         sender: Sender | None = None,
         card_maker: CardMaker | None = None,
+        existing: bool = False,
     ) -> App:
-        """Connect to the configured database, migrate it, and mirror the config into it."""
+        """Connect to the configured database, migrate it, and mirror the config into it.
+        ``existing``: refuse a SQLite file that is not there instead of creating it (commands
+        that only read)."""
+        if existing:
+            require_existing(settings.database_url)
         db = Database(settings.database_url)
         try:
             db.check_connection()

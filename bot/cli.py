@@ -136,7 +136,7 @@ def cmd_card(args: argparse.Namespace) -> int:
         else settings.data_dir / "cards" / f"{cohort.id}-{args.member}.png"
     )
     _check_output(out)
-    app = App.open(settings)
+    app = App.open(settings, existing=True)
     try:
         today = learning_day(SystemClock().now(), cohort.timezone, cohort.day_start_hour)
         with app.db.session() as session:
@@ -381,7 +381,7 @@ def cmd_export_nudges(args: argparse.Namespace) -> int:
         except KeyError:
             print(f"没有这个训练营：{args.cohort}", file=sys.stderr)
             return 2
-    app = App.open(settings)
+    app = App.open(settings, existing=True)
     try:
         out = _open_output(args.csv, "utf-8") if args.csv else sys.stdout
     except OperatorError:
@@ -446,8 +446,10 @@ def cmd_export_nudges(args: argparse.Namespace) -> int:
 
 @contextmanager
 def _opened(settings: Settings) -> Iterator[App]:
-    """The app on the configured database (migrated), closed afterwards."""
-    app = App.open(settings)
+    """The app on the configured database (migrated), closed afterwards. For commands that read
+    (report, digest, exports, outbox status, purge): a SQLite file that is not there is refused,
+    not created empty."""
+    app = App.open(settings, existing=True)
     try:
         yield app
     finally:

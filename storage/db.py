@@ -45,6 +45,21 @@ def masked(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
+def require_existing(url: str) -> None:
+    """For commands that only read: a SQLite file that does not exist is a mistyped path (or a
+    relative path run from another folder), not a database to create empty; raise
+    :class:`DatabaseUnavailableError`. Other databases are checked by connecting."""
+    parsed = make_url(normalize_url(url))
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return
+    if not Path(parsed.database).is_file():
+        raise DatabaseUnavailableError(
+            masked(url),
+            f"文件 {Path(parsed.database).resolve()} 不存在（路径写错了？新数据库请先运行 "
+            "cohortbot db upgrade）",
+        )
+
+
 def make_engine(url: str) -> Engine:
     original = url
     url = normalize_url(url)

@@ -281,10 +281,10 @@ def test_cli_writes_a_card(
     config = tmp_path / "config.toml"
     config.write_text(CONFIG.format(data=tmp_path, font=font.path, group=GROUP_A), "utf-8")
     out = tmp_path / "card.png"
+    _add_member(config, "wmU1")
     # Someone in no group of the cohort gets no card of zeros: one line, exit 2.
     assert main(["--config", str(config), "card", "--member", "nobody", "--cohort", "c1"]) == 2
     assert "训练营 c1 的群里没有成员 nobody" in capsys.readouterr().err
-    _add_member(config, "wmU1")
     assert (
         main(
             [

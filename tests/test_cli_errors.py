@@ -38,6 +38,13 @@ def write_config(tmp_path: Path, text: str = COHORT) -> Path:
     return path
 
 
+def with_database(config: Path | str) -> str:
+    """``config`` after ``db upgrade`` made its database (commands that read refuse a missing
+    SQLite file)."""
+    assert cli.main(["--config", str(config), "db", "upgrade"]) == 0
+    return str(config)
+
+
 def one_line(err: str) -> str:
     lines = err.strip().splitlines()
     assert len(lines) == 1, err
@@ -82,7 +89,7 @@ def test_a_database_that_cannot_be_opened_is_one_line(
 
 
 def test_an_output_file_that_cannot_be_written_is_one_line(tmp_path: Path, capsys: Any) -> None:
-    config = str(write_config(tmp_path))
+    config = with_database(write_config(tmp_path))
     missing = tmp_path / "no-such-dir" / "x.csv"
     cases = [
         # IsADirectoryError and FileNotFoundError tracebacks.
@@ -116,6 +123,7 @@ def test_scripts_lint_reports_a_broken_file_and_refuses_a_missing_directory(
 def test_a_reader_that_stops_early_ends_the_command_quietly(tmp_path: Path) -> None:
     # `cohortbot export points … | head` ended in a BrokenPipeError traceback.
     config = write_config(tmp_path)
+    with_database(config)
     command = [sys.executable, "-m", "bot.cli", "--config", str(config)]
     argv = [*command, "export", "points", "--cohort", "c1"]
     with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT) as run:
@@ -152,6 +160,8 @@ def test_commands_that_need_a_cohort_refuse_a_config_without_one(
 def test_a_digest_of_a_day_outside_the_cohort_is_refused(tmp_path: Path, capsys: Any) -> None:
     # It printed 第-2519天（新人期） for 2020-01-01 and 第0天（新人期） the day before the start.
     config = write_config(tmp_path)
+    with_database(config)
+    capsys.readouterr()  # db upgrade's line
 
     def digest(day: str) -> int:
         return cli.main(["--config", str(config), "digest", "--group", "wrG", "--date", day])
@@ -202,3 +212,18 @@ def test_run_with_a_bad_door_key_or_a_busy_port_is_one_line(
     err = capsys.readouterr().err
     assert "Traceback" not in err
     assert "COHORTBOT_ROBOT_AES_KEY: EncodingAESKey must be 43 base64 characters" in err
+
+
+def test_commands_that_read_refuse_a_sqlite_file_that_is_not_there(
+    tmp_path: Path, capsys: Any
+) -> None:
+    # A typo'd path used to give an empty report or export and leave a new database behind.
+    config = str(write_config(tmp_path))
+    db = tmp_path / "bot.db"
+    for argv in (["report"], ["export", "points", "--cohort", "c1"], ["outbox", "status"]):
+        assert cli.main(["--config", config, *argv]) == 2
+        line = one_line(capsys.readouterr().err)
+        assert line.startswith("错误：无法打开数据库") and f"文件 {db} 不存在" in line, line
+        assert not db.exists()
+    with_database(config)  # what the message suggests for a new database
+    assert cli.main(["--config", config, "report"]) == 0
