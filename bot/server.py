@@ -599,13 +599,14 @@ async def serve(bot: App, host: str, port: int, stop: asyncio.Event | None = Non
     app = create_app(bot)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    # Everything loaded so far lives as long as the process: move it out of the collector's
-    # reach, so that a full collection walks only what was allocated since (see the module doc).
-    gc.collect()
-    gc.freeze()
     site = web.TCPSite(runner, host, port)
     try:
         await site.start()  # a port in use raises here; the background tasks still stop
+        # Everything loaded so far lives as long as the process: move it out of the collector's
+        # reach, so that a full collection walks only what was allocated since (see the module
+        # doc). Only once listening: a start that fails leaves the collector as it was.
+        gc.collect()
+        gc.freeze()
         stop = stop or asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
