@@ -26,8 +26,13 @@ cjk-font: $(STAMP)
 	      { apt-get update -qq >/dev/null && apt-get install -y -qq fonts-wqy-microhei >/dev/null; }; \
 	  else echo "no CJK font found: no cards, card tests skip (apt-get install fonts-wqy-microhei)"; fi; }
 
+# Tests run in TEST_WORKERS processes (pytest-xdist), a test file per worker at a time; each
+# PostgreSQL test has a schema of its own and every server listens on a port of its own, so
+# workers do not meet. TEST_WORKERS=0 runs them in this process.
+TEST_WORKERS ?= 2
+
 test: $(STAMP) cjk-font
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 demo: $(STAMP) cjk-font
 	$(VENV)/bin/cohortbot demo
