@@ -190,14 +190,7 @@ class CohortScheduler:
                     continue
                 nominal = self._daily_due(job, now, self._on(job, moved))
                 if nominal is not None:
-                    run = Run(
-                        job.id,
-                        nominal,
-                        nominal.astimezone(job.tz).date(),
-                        job.chat_id,
-                        job.cohort_id,
-                        job.target,
-                    )
+                    run = _occurrence(job, nominal)
                     found.append(_Due(job.id, nominal, job.fn, run))
             timers = schedule.pending_timers(uow.writer, now) if only is None else []
             for timer in timers:
@@ -294,14 +287,7 @@ class CohortScheduler:
         """Run one daily-job occurrence now (claimed like any other run); False if claimed
         already."""
         job = self.by_id[job_id]
-        run = Run(
-            job.id,
-            scheduled_for,
-            scheduled_for.astimezone(job.tz).date(),
-            job.chat_id,
-            job.cohort_id,
-            job.target,
-        )
+        run = _occurrence(job, scheduled_for)
         return await self._run(_Due(job.id, scheduled_for, job.fn, run), self.app.clock.now())
 
     async def _run(self, d: _Due, now: datetime) -> bool:
@@ -341,3 +327,15 @@ class CohortScheduler:
             except Exception:
                 log.exception("could not record the failure of job %s", d.job_id)
             return False
+
+
+def _occurrence(job: DailyJob, scheduled_for: datetime) -> Run:
+    """The run of ``job`` for the (UTC) moment ``scheduled_for``."""
+    return Run(
+        job.id,
+        scheduled_for,
+        scheduled_for.astimezone(job.tz).date(),
+        job.chat_id,
+        job.cohort_id,
+        job.target,
+    )
