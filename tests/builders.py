@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -87,3 +87,19 @@ def exploding_router() -> Router:
             raise RuntimeError("handler exploded")
 
     return boom
+
+
+def end_cohort(config: Any, cohort_id: str, day: date, by: str = "leader1") -> None:
+    """Store a leader's 结营 on ``day`` in the database of the config file ``config``, as the
+    command would (for CLI tests, which run on that database)."""
+    from bot.app import App
+    from bot.config import load_settings
+    from storage import cohort_dates
+
+    app = App.open(load_settings(config, env={}))
+    try:
+        with app.db.unit_of_work_sync() as uow:
+            at = datetime(day.year, day.month, day.day, tzinfo=ZoneInfo("UTC"))
+            cohort_dates.set_dates(uow.session, cohort_id, by, at, end=day)
+    finally:
+        app.close()

@@ -6,17 +6,16 @@ import shutil
 import socket
 import subprocess
 import sys
-from datetime import UTC, date, datetime
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bot import cli
-from bot.app import App
-from bot.config import DATABASE_URL_ENV, load_settings
+from bot.config import DATABASE_URL_ENV
 from scripts_library import nudges
-from storage import cohort_dates
+from tests.builders import end_cohort
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -176,15 +175,7 @@ def test_a_digest_of_a_day_outside_the_cohort_is_refused(tmp_path: Path, capsys:
     assert digest("2026-11-22") == 0
     assert "第21天" in capsys.readouterr().out
     # The dates a leader set (结营) are the ones that count, as for the teacher's digest job.
-    app = App.open(load_settings(config))
-    try:
-        with app.db.unit_of_work_sync() as uow:
-            cohort_dates.set_dates(
-                uow.session, "c1", "leader1", datetime(2026, 11, 9, tzinfo=UTC),
-                end=date(2026, 11, 9),
-            )  # fmt: skip
-    finally:
-        app.close()
+    end_cohort(config, "c1", date(2026, 11, 9))
     assert digest("2026-11-10") == 2
     assert "2026-11-02 至 2026-11-09（共 8 天）" in capsys.readouterr().err
 

@@ -14,9 +14,10 @@ from bot.app import App
 from bot.clock import ManualClock
 from bot.config import load_settings
 from handlers.progress import parse_rows
-from storage import cohort_dates, roster
 from storage import nudges as nudge_store
 from storage import radar as radar_store
+from storage import roster
+from tests.builders import end_cohort
 from tests.conftest import GROUP_A, base_config
 
 
@@ -116,16 +117,7 @@ def test_cli_import_digest_export(
     assert cli.main(["--config", str(config), "export", "nudges", "--csv", str(target)]) == 0
     assert target.read_text("utf-8").startswith("id,cohort,group")
     # With 结营 on 11-09 (day 8 of the configured 21), that day is the last: 结营期, not 进阶期.
-    settings = load_settings(config, env={})
-    app = App.open(settings)
-    try:
-        with app.db.unit_of_work_sync() as uow:
-            cohort_dates.set_dates(
-                uow.session, "c1", "leader1", datetime(2026, 11, 9, tzinfo=UTC),
-                end=date(2026, 11, 9),
-            )  # fmt: skip
-    finally:
-        app.close()
+    end_cohort(config, "c1", date(2026, 11, 9))
     digest = ["--config", str(config), "digest", "--group", GROUP_A, "--date", "2026-11-09"]
     assert cli.main(digest) == 0
     assert "第8天（结营期）" in capsys.readouterr().out

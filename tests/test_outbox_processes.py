@@ -48,6 +48,17 @@ length_days = 21
     return path
 
 
+async def deliver(config: Path, *extra: str) -> asyncio.subprocess.Process:
+    """``cohortbot outbox deliver --drain`` in a process of its own, with the corp secret."""
+    return await asyncio.create_subprocess_exec(
+        *[sys.executable, "-m", "bot.cli", "--config", str(config), "outbox", "deliver"],
+        *["--drain", *extra],
+        env={**os.environ, "PROC_WECOM_SECRET": SECRET},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
 async def test_two_processes_deliver_every_message_once(
     tmp_path: Path, database_url: str, clock: ManualClock
 ) -> None:
@@ -70,22 +81,7 @@ async def test_two_processes_deliver_every_message_once(
                     await app.sender.send(
                         Outbound(Channel.PRIVATE, f"staff{i}", f"私信 {i}", key=f"p:{i}"), uow
                     )
-            env = {**os.environ, "PROC_WECOM_SECRET": SECRET}
-            args = [sys.executable, "-m", "bot.cli", "--config", str(config)]
-            procs = [
-                await asyncio.create_subprocess_exec(
-                    *args,
-                    "outbox",
-                    "deliver",
-                    "--drain",
-                    "--batch",
-                    "4",
-                    env=env,
-                    stdout=asyncio.subprocess.PIPE,
-                    stderr=asyncio.subprocess.PIPE,
-                )
-                for _ in range(2)
-            ]
+            procs = [await deliver(config, "--batch", "4") for _ in range(2)]
             outputs = [await p.communicate() for p in procs]
             assert [p.returncode for p in procs] == [0, 0], outputs
             with app.db.session() as s:
@@ -112,12 +108,7 @@ async def test_deliver_exits_1_when_a_message_failed_for_good(
             async with app.db.unit_of_work() as uow:
                 await app.sender.send(Outbound(Channel.GROUP, "wrProc0", "好", key="ok"), uow)
                 await app.sender.send(Outbound(Channel.GROUP, "wrGone", "丢", key="gone"), uow)
-            env = {**os.environ, "PROC_WECOM_SECRET": SECRET}
-            args = [sys.executable, "-m", "bot.cli", "--config", str(config)]
-            proc = await asyncio.create_subprocess_exec(
-                *args, "outbox", "deliver", "--drain", env=env,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            )  # fmt: skip
+            proc = await deliver(config)
             out, err = await proc.communicate()
             assert proc.returncode == 1, (out, err)
             assert "已发送 1" in out.decode() and "失败 1" in out.decode()
