@@ -188,12 +188,14 @@ def quiet_hours(settings: Settings) -> QuietHours:
     return QuietHours(settings.rhythm.quiet_start, settings.rhythm.quiet_end)
 
 
-def quiet_now(ctx: Context) -> bool:
-    """Whether it is quiet hours now in the context's cohort (False without a cohort): handlers
-    that post to a group on their own initiative check this (answers to commands need not)."""
-    if ctx.cohort is None:
+def quiet_now(ctx: Context, cohort: CohortSettings | None = None) -> bool:
+    """Whether it is quiet hours now in ``cohort`` (default: the context's; False without one):
+    handlers that post to a group on their own initiative check this (answers to commands need
+    not)."""
+    cohort = cohort or ctx.cohort
+    if cohort is None:
         return False
-    return quiet_hours(ctx.settings).contains(ctx.clock.now(), ctx.cohort.timezone)
+    return quiet_hours(ctx.settings).contains(ctx.clock.now(), cohort.timezone)
 
 
 def group_context(ctx: Context, settings: Settings, chat_id: str | None) -> GroupSettings | None:

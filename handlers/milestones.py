@@ -18,7 +18,7 @@ from typing import Any
 from bot.config import CohortSettings
 from bot.context import Context
 from bot.dispatcher import Router, in_cohort_group
-from bot.jobs import JobFn, Run, quiet_hours
+from bot.jobs import JobFn, Run, quiet_hours, quiet_now
 from bot.outbound import Channel, Kind, Outbound
 from bot.updates import Update
 from handlers import points as points_handlers
@@ -92,10 +92,9 @@ async def _celebrate(
     script = "final" if milestone == max(cohort.milestone_days) else "congratulation"
     text = render("milestones", script if bonus else f"{script}_no_bonus", seed=key, **fields)
     post = {"text": text, "key": key, "fields": {**fields, "member_id": member_id}}
-    quiet = quiet_hours(ctx.settings)
-    if quiet.contains(ctx.clock.now(), cohort.timezone):
+    if quiet_now(ctx, cohort):  # a 补卡 in a private chat has no ctx.cohort
         # Quiet hours (SPEC §6): the badge and the bonus are the learner's now, the post waits.
-        when = quiet.postpone(ctx.clock.now(), cohort.timezone)
+        when = quiet_hours(ctx.settings).postpone(ctx.clock.now(), cohort.timezone)
         schedule.add_timer(ctx.session, key, TIMER_POST, when, ctx.clock.now(), chat_id, post)
         return
     await _post(ctx, cohort, chat_id, post)
